@@ -1,0 +1,1 @@
+"""Measurements of both JAX paths against plain PyTorch."""

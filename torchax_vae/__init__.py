@@ -1,0 +1,62 @@
+"""CogVideoX VAE on JAX: the unmodified diffusers module through torchax.
+
+    vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
+    video = vae.decode(z)     # as diffusers' vae.decode(z).sample
+
+Importing this package imports neither torch nor torchax (``native_flax`` shares ``core`` and runs
+without PyTorch); :func:`load` pulls them in.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+  from jax.sharding import Mesh
+
+  from .core.driver import Runner
+
+__all__ = ["load"]
+
+
+def load(
+  pretrained_model_name_or_path: str | os.PathLike,
+  *,
+  subfolder: str | None = None,
+  dtype: str = "float32",
+  mesh: Mesh | str | None = None,
+  cache_dir: str | os.PathLike | bool | None = None,
+  revision: str | None = None,
+) -> Runner:
+  """Loads a CogVideoX VAE (hub id or local dir) and returns a runner with ``decode``/``encode``.
+
+  Args:
+    pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` (with ``subfolder="vae"``), a VAE dir
+      with ``config.json``, or a pipeline dir with a ``vae/`` subfolder.
+    dtype: ``"float32"`` or ``"bfloat16"``.
+    mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
+      width on ``tp``, weights replicated.
+    cache_dir: JAX persistent compilation cache dir (default ``$TORCHAX_VAE_CACHE_DIR`` or
+      ``~/.cache/torchax_vae/xla``; ``False`` leaves JAX's cache settings alone).
+    revision: hub revision (branch, tag or commit).
+  """
+  from . import backend
+  from .core import mesh as mesh_lib
+  from .core.checkpoint import check_weights, load_checkpoint
+  from .core.compile_cache import enable_compilation_cache
+  from .core.driver import DTYPES, Runner
+
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+  mesh = mesh_lib.make_mesh(mesh)
+  enable_compilation_cache(cache_dir)
+  checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  module = backend.build_module(checkpoint.config)
+  check_weights(checkpoint.weights, backend.expected_shapes(module), str(checkpoint.directory))
+  params = backend.place_weights(checkpoint.weights, dtype, mesh)
+  if mesh is not None:
+    backend.add_sharding_hooks(module, mesh)
+  runner = Runner(backend.make_steps(module), params, checkpoint.config, mesh=mesh, dtype=dtype, name="torchax")
+  runner.module = module  # the diffusers module the steps run (meta weights; for inspection)
+  return runner

@@ -1,0 +1,92 @@
+"""The unmodified diffusers ``AutoencoderKLCogVideoX`` as pure JAX step functions, through torchax.
+
+Nothing of diffusers is patched or copied: the class is built from the config, its parameters are
+swapped for JAX arrays at call time (``JittableModule.functional_call``), sharding constraints are
+added from outside with forward hooks, and the driver (``core.driver``) jits and walks the steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._torchax_compat import import_torchax
+from .core import mesh as mesh_lib
+from .core.checkpoint import CogVideoXVAEConfig
+from .core.driver import DTYPES, StepFunctions
+
+torchax = import_torchax()
+
+import torch  # noqa: E402  (after torchax, which must be imported through the shim first)
+from diffusers import AutoencoderKLCogVideoX  # noqa: E402
+from diffusers.models.autoencoders import autoencoder_kl_cogvideox as cogvideox  # noqa: E402
+from torchax import interop  # noqa: E402
+
+LAYOUT = "BCTHW"
+
+
+def build_module(config: CogVideoXVAEConfig) -> torch.nn.Module:
+  """The diffusers module on the meta device: structure and shapes, no memory for 215M weights."""
+  with torch.device("meta"):
+    module = AutoencoderKLCogVideoX(**config.to_dict())
+  return module.eval()
+
+
+def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+  return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict[str, jax.Array]:
+  """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given."""
+  target = DTYPES[dtype]
+  sharding = mesh_lib.replicated(mesh)
+  return {k: jax.device_put(np.asarray(v).astype(target), sharding) for k, v in weights.items()}
+
+
+def add_sharding_hooks(module: torch.nn.Module, mesh) -> list:
+  """Constrains every conv and norm output to (batch on dp, width on tp), from outside diffusers.
+
+  GSPMD would propagate the input's sharding on its own, but ops that reshape (group norm) can
+  lose it; pinning each layer's output keeps the layout from drifting into replication.
+  """
+  sharding = mesh_lib.activation_sharding(mesh, LAYOUT)
+  constrain = interop.torch_view(jax.lax.with_sharding_constraint)
+
+  def pin_output(_module, _args, output):
+    if isinstance(output, tuple):  # (hidden_states, conv_cache)
+      return (constrain(output[0], sharding),) + output[1:]
+    return constrain(output, sharding)
+
+  layers = (cogvideox.CogVideoXCausalConv3d, cogvideox.CogVideoXSpatialNorm3D, torch.nn.GroupNorm)
+  return [m.register_forward_hook(pin_output) for m in module.modules() if isinstance(m, layers)]
+
+
+def make_steps(module: torch.nn.Module) -> StepFunctions:
+  """Pure JAX ``decode_step``/``encode_step`` of (weights, input, conv_cache) for the driver."""
+  env = torchax.default_env()
+  jittable = interop.JittableModule(module, dedup_parameters=False)
+
+  def decode_step(vae, z, conv_cache):
+    if vae.post_quant_conv is not None:
+      z = vae.post_quant_conv(z)
+    return vae.decoder(z, conv_cache=conv_cache)
+
+  def encode_step(vae, x, conv_cache):
+    h, conv_cache = vae.encoder(x, conv_cache=conv_cache)
+    if vae.quant_conv is not None:
+      h = vae.quant_conv(h)
+    return h, conv_cache
+
+  def as_jax(step):
+    def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
+      # JAX values in, torchax tensors through the unmodified torch code, JAX values out.
+      params_t, inputs_t, cache_t = env.j2t_iso((params, inputs, conv_cache))
+      with env, torch.no_grad():
+        out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t)
+      return env.t2j_iso(out)
+
+    return pure
+
+  return StepFunctions(layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step))

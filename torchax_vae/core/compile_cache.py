@@ -1,0 +1,70 @@
+"""JAX's persistent compilation cache, on by default for both paths.
+
+Directory: ``cache_dir=`` argument, else ``$TORCHAX_VAE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/torchax_vae/xla`` (``~/.cache/torchax_vae/xla``). ``cache_dir=False`` (or the
+variable set to ``off``) leaves JAX's cache configuration alone. A directory that cannot be written
+gives a warning, and decoding goes on uncached.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+
+ENV_VAR = "TORCHAX_VAE_CACHE_DIR"
+_OFF = {"off", "0", "false", "none"}
+
+
+def default_cache_dir() -> Path:
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return Path(base) / "torchax_vae" / "xla"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+  if cache_dir is False:
+    return None
+  if cache_dir is None or cache_dir is True:
+    env = os.environ.get(ENV_VAR)
+    if env is not None:
+      return None if env.strip().lower() in _OFF else Path(env).expanduser()
+    return default_cache_dir()
+  return Path(cache_dir).expanduser()
+
+
+def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) -> Path | None:
+  """Points JAX's persistent cache at the directory; returns it, or ``None`` when off or unusable."""
+  directory = resolve_cache_dir(cache_dir)
+  if directory is None:
+    return None
+  try:
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
+      pass
+  except OSError as err:
+    warnings.warn(
+      f"compilation cache dir {directory} is not writable ({err}); compiling without a persistent cache",
+      stacklevel=3,
+    )
+    return None
+  current = jax.config.jax_compilation_cache_dir
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  # Cache every program: the decode steps are few and each is worth keeping.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  if current and current != str(directory):
+    _reset_jax_cache()
+  return directory
+
+
+def _reset_jax_cache() -> None:
+  # JAX opens its cache once per process; a new directory needs it reopened.
+  try:
+    from jax._src import compilation_cache
+
+    compilation_cache.reset_cache()
+  except (ImportError, AttributeError):  # private API; without it the first directory stays in use
+    warnings.warn("could not switch JAX's compilation cache directory in this process", stacklevel=4)
