@@ -31,7 +31,9 @@ def build_module(config: CogVideoXVAEConfig) -> torch.nn.Module:
   """The diffusers module on the meta device: structure and shapes, no memory for 215M weights."""
   with torch.device("meta"):
     module = AutoencoderKLCogVideoX(**config.to_dict())
-  return module.eval()
+  module.eval()
+  drop_unread_caches(module)
+  return module
 
 
 def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -43,6 +45,25 @@ def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict
   target = DTYPES[dtype]
   sharding = mesh_lib.replicated(mesh)
   return {k: jax.device_put(np.asarray(v).astype(target), sharding) for k, v in weights.items()}
+
+
+def drop_unread_caches(module: torch.nn.Module) -> list:
+  """Makes time-kernel-1 causal convs return ``None`` as their conv cache.
+
+  diffusers' ``CogVideoXCausalConv3d`` with ``time_kernel_size == 1`` returns its whole input as
+  the "cache" and never reads it back. Carrying it would make the steady step's input shapes depend
+  on the first step's frame count (3 latent frames for odd T, else 2), i.e. a second steady program.
+  ``None`` is exactly what diffusers reads in its place (the cache is ignored for kernel 1).
+  """
+
+  def drop_cache(_module, _args, output):
+    return output[0], None
+
+  return [
+    m.register_forward_hook(drop_cache)
+    for m in module.modules()
+    if isinstance(m, cogvideox.CogVideoXCausalConv3d) and m.time_kernel_size == 1
+  ]
 
 
 def add_sharding_hooks(module: torch.nn.Module, mesh) -> list:

@@ -63,12 +63,15 @@ def frame_steps(num_frames: int, per_step: int) -> list[tuple[int, int]]:
   return steps
 
 
-def decoded_num_frames(num_latent_frames: int, temporal_compression_ratio: float = 4) -> int:
-  """Frames diffusers' decode returns: 4T-3 for odd T (13 -> 49), 4T for even T, 1 for T=1 (ratio 4)."""
+def decoded_num_frames(num_latent_frames: int, config: CogVideoXVAEConfig | None = None) -> int:
+  """Frames diffusers' decode returns: 4T-3 for odd T (13 -> 49), 4T for even T, 1 for T=1 (real configs)."""
+  config = config or CogVideoXVAEConfig()
+  # diffusers' decoder doubles time in the first log2(ratio) up blocks that have an upsampler.
+  time_upsamplers = min(int(np.log2(config.temporal_compression_ratio)), len(config.block_out_channels) - 1)
   total = 0
   for start, end in frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP):
     t = end - start
-    for _ in range(int(np.log2(temporal_compression_ratio))):
+    for _ in range(time_upsamplers):
       t = 2 * t - 1 if (t > 1 and t % 2 == 1) else (t if t == 1 else 2 * t)
     total += t
   return total
