@@ -15,6 +15,7 @@ one program for the first step (no cache), one for every steady step (cache in, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -77,6 +78,57 @@ def decoded_num_frames(num_latent_frames: int, config: CogVideoXVAEConfig | None
   return total
 
 
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+  """diffusers' tiling parameters (``AutoencoderKLCogVideoX.enable_tiling``), in sample pixels."""
+
+  tile_sample_min_height: int
+  tile_sample_min_width: int
+  tile_overlap_factor_height: float = 1 / 6
+  tile_overlap_factor_width: float = 1 / 5
+
+  @classmethod
+  def default(cls, config: CogVideoXVAEConfig) -> Tiling:
+    # diffusers: half the config's sample size (240 x 360 for CogVideoX's 480 x 720).
+    return cls(config.sample_height // 2, config.sample_width // 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TileGrid:
+  """Where tiles start, how large they are, how far neighbours blend and where each is cropped.
+
+  ``tile``/``stride`` are in the input's units (latent pixels for decode), ``blend``/``keep`` in
+  the output's (sample pixels for decode) — exactly diffusers' ``tiled_decode``/``tiled_encode``.
+  """
+
+  tile: tuple[int, int]  # (H, W) of a full tile, input units
+  stride: tuple[int, int]  # distance between tile starts, input units
+  blend: tuple[int, int]  # blend extent, output units
+  keep: tuple[int, int]  # rows/cols kept of each tile, output units
+
+  @classmethod
+  def for_decode(cls, tiling: Tiling, compression: int) -> _TileGrid:
+    sample = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
+    latent = (int(sample[0] / compression), int(sample[1] / compression))
+    return cls._make(latent, sample, latent, tiling)
+
+  @classmethod
+  def for_encode(cls, tiling: Tiling, compression: int) -> _TileGrid:
+    sample = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
+    latent = (int(sample[0] / compression), int(sample[1] / compression))
+    return cls._make(sample, latent, sample, tiling)
+
+  @classmethod
+  def _make(cls, tile, out_tile, stride_base, tiling: Tiling) -> _TileGrid:
+    factors = (tiling.tile_overlap_factor_height, tiling.tile_overlap_factor_width)
+    stride = tuple(int(b * (1 - f)) for b, f in zip(stride_base, factors))
+    blend = tuple(int(o * f) for o, f in zip(out_tile, factors))
+    keep = tuple(o - b for o, b in zip(out_tile, blend))
+    if min(stride) < 1 or min(keep) < 1:
+      raise ValueError(f"tiling {tiling}: tiles too small for their overlap (stride {stride}, kept {keep})")
+    return cls(tile=tile, stride=stride, blend=blend, keep=keep)
+
+
 class Runner:
   """``decode``/``encode`` with diffusers' contract over a backend's step functions.
 
@@ -112,6 +164,7 @@ class Runner:
     # How often each step function was traced: a retrace means a new program was built.
     self.trace_counts: Counter[str] = Counter()
     self._lock = threading.Lock()
+    self.tiling: Tiling | None = None
     self._jitted = {
       "decode_first": self._jit_step(steps.decode_step, "decode_first", first=True),
       "decode_steady": self._jit_step(steps.decode_step, "decode_steady", first=False),
@@ -189,6 +242,55 @@ class Runner:
       array = jax.device_put(array, sharding)
     return array
 
+  # --- tiles ----------------------------------------------------------------------------------
+
+  def enable_tiling(
+    self,
+    tile_sample_min_height: int | None = None,
+    tile_sample_min_width: int | None = None,
+    tile_overlap_factor_height: float | None = None,
+    tile_overlap_factor_width: float | None = None,
+  ) -> None:
+    """diffusers' ``enable_tiling``: same arguments, defaults and blending; ``None`` keeps the current value."""
+    current = self.tiling or Tiling.default(self.config)
+    self.tiling = Tiling(
+      tile_sample_min_height or current.tile_sample_min_height,
+      tile_sample_min_width or current.tile_sample_min_width,
+      tile_overlap_factor_height or current.tile_overlap_factor_height,
+      tile_overlap_factor_width or current.tile_overlap_factor_width,
+    )
+
+  def disable_tiling(self) -> None:
+    self.tiling = None
+
+  def _spatial_axes(self) -> tuple[int, int]:
+    return (3, 4) if self.steps.layout == "BCTHW" else (2, 3)
+
+  def _run_tiled(self, kind: str, x: jax.Array, per_step: int, grid: _TileGrid) -> jax.Array:
+    """diffusers' ``tiled_decode``/``tiled_encode``: overlapping tiles, each walked through the
+    frame steps, blended into their upper and left neighbours (blended in place, as diffusers
+    does), cropped and stitched. Tiles of one shape share one compiled program per step kind."""
+    h_axis, w_axis = self._spatial_axes()
+    height, width = x.shape[h_axis], x.shape[w_axis]
+    rows = []
+    for i in range(0, height, grid.stride[0]):
+      row = []
+      for j in range(0, width, grid.stride[1]):
+        tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
+        tile = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
+        outputs = list(self._walk(kind, tile, per_step))
+        tile_out = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
+        if rows:
+          tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
+        if row:
+          tile_out = _blend(row[-1], tile_out, grid.blend[1], w_axis)
+        row.append(tile_out)
+      rows.append(row)
+    stitched = [
+      jnp.concatenate([_crop(t, grid.keep, (h_axis, w_axis)) for t in row], axis=w_axis) for row in rows
+    ]
+    return self._from_backend_layout(jnp.concatenate(stitched, axis=h_axis))
+
   # --- public API ------------------------------------------------------------------------------
 
   def decode(self, z: Any, *, check_finite: bool = True) -> Any:
@@ -201,7 +303,13 @@ class Runner:
     kinds.validate_video(array, "z", channels=self.config.latent_channels, channel_name="latent channels")
     if check_finite:
       kinds.check_finite(array, "z")
-    out = self._run("decode", self._prepare(array), LATENT_FRAMES_PER_STEP)
+    prepared = self._prepare(array)
+    latent_tile = None if self.tiling is None else _TileGrid.for_decode(self.tiling, self.config.spatial_compression)
+    # diffusers tiles only when the latent is larger than one tile.
+    if latent_tile is not None and (array.shape[3] > latent_tile.tile[0] or array.shape[4] > latent_tile.tile[1]):
+      out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile)
+    else:
+      out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP)
     return kinds.from_jax(out, kind)
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
@@ -214,9 +322,33 @@ class Runner:
     kinds.validate_video(array, "x", channels=self.config.in_channels, channel_name="image channels")
     if check_finite:
       kinds.check_finite(array, "x")
-    moments = self._run("encode", self._prepare(array), SAMPLE_FRAMES_PER_STEP)
+    prepared = self._prepare(array)
+    sample_tile = None if self.tiling is None else _TileGrid.for_encode(self.tiling, self.config.spatial_compression)
+    if sample_tile is not None and (array.shape[3] > sample_tile.tile[0] or array.shape[4] > sample_tile.tile[1]):
+      moments = self._run_tiled("encode", prepared, SAMPLE_FRAMES_PER_STEP, sample_tile)
+    else:
+      moments = self._run("encode", prepared, SAMPLE_FRAMES_PER_STEP)
     latents = _posterior(moments, key)
     return kinds.from_jax(latents, kind)
+
+
+@functools.partial(jax.jit, static_argnames=("extent", "axis"))
+def _blend(before: jax.Array, after: jax.Array, extent: int, axis: int) -> jax.Array:
+  """diffusers ``blend_v``/``blend_h``: the first ``extent`` rows of ``after`` fade in over the last of ``before``."""
+  extent = min(before.shape[axis], after.shape[axis], extent)
+  if extent == 0:
+    return after
+  shape = [1] * after.ndim
+  shape[axis] = extent
+  weight = (jnp.arange(extent, dtype=jnp.float32) / extent).reshape(shape).astype(after.dtype)
+  head = jax.lax.slice_in_dim(before, before.shape[axis] - extent, before.shape[axis], axis=axis)
+  mixed = head * (1 - weight) + jax.lax.slice_in_dim(after, 0, extent, axis=axis) * weight
+  return jax.lax.dynamic_update_slice_in_dim(after, mixed.astype(after.dtype), 0, axis=axis)
+
+
+def _crop(tile: jax.Array, keep: tuple[int, int], axes: tuple[int, int]) -> jax.Array:
+  tile = jax.lax.slice_in_dim(tile, 0, min(keep[0], tile.shape[axes[0]]), axis=axes[0])
+  return jax.lax.slice_in_dim(tile, 0, min(keep[1], tile.shape[axes[1]]), axis=axes[1])
 
 
 @jax.jit
