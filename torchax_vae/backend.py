@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._torchax_compat import import_torchax
@@ -84,9 +85,71 @@ def add_sharding_hooks(module: torch.nn.Module, mesh) -> list:
   return [m.register_forward_hook(pin_output) for m in module.modules() if isinstance(m, layers)]
 
 
+def _group_norm_keeping_layout(x, weight, bias, n, c, hxw, group, eps):
+  """``aten.native_group_norm`` that splits only the channel axis: (N, C, *S) -> (N, G, C/G, *S).
+
+  torchax 0.0.13 lowers group norm by reshaping to ``(1, N*G, -1)`` and ``lax.map``-ing over the
+  groups. That merges the (sharded) width axis into one flat axis, so GSPMD must all-gather every
+  normalised activation, and the map runs the groups one after another. Splitting only C keeps T,
+  H and W as they are (a width split stays a width split) and reduces all groups at once.
+  Statistics are taken in float32, as PyTorch does for reduced-precision inputs.
+  """
+  del n, hxw  # implied by x's shape
+  grouped = x.reshape(x.shape[0], group, c // group, *x.shape[2:]).astype(jnp.float32)
+  axes = tuple(range(2, grouped.ndim))
+  mean = jnp.mean(grouped, axis=axes, keepdims=True)
+  var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
+  rstd = jax.lax.rsqrt(var + eps)
+  out = ((grouped - mean) * rstd).reshape(x.shape)
+  affine_shape = (1, c) + (1,) * (x.ndim - 2)
+  if weight is not None:
+    out = out * weight.astype(jnp.float32).reshape(affine_shape)
+  if bias is not None:
+    out = out + bias.astype(jnp.float32).reshape(affine_shape)
+  return out.astype(x.dtype), mean.reshape(x.shape[0], group).astype(x.dtype), rstd.reshape(x.shape[0], group).astype(x.dtype)
+
+
+def _upsample_nearest_axis_by_axis(x, output_size, *scales):
+  """``aten.upsample_nearest{1,2,3}d`` (both the ``.vec`` and the per-axis-scales overloads).
+
+  torchax lowers nearest resizing through a decomposition that gathers with computed indices
+  (``_unsafe_index``); on a width-sharded input GSPMD all-gathers the input for that gather. Here an
+  integer factor is a ``repeat`` along that axis alone, which keeps the width split; other factors
+  take PyTorch's nearest index ``min(floor(dst * scale), in - 1)`` axis by axis.
+  """
+  spatial = x.shape[2:]
+  if len(scales) == 1 and (scales[0] is None or isinstance(scales[0], list | tuple)):  # .vec overload
+    per_axis = list(scales[0]) if scales[0] is not None else [None] * len(spatial)
+  else:
+    per_axis = list(scales) + [None] * (len(spatial) - len(scales))
+  if output_size is None:
+    output_size = [int(size * factor) for size, factor in zip(spatial, per_axis)]
+  for i, (size_in, size_out, factor) in enumerate(zip(spatial, output_size, per_axis)):
+    axis = 2 + i
+    scale = 1.0 / factor if factor else size_in / size_out
+    repeats = size_out // size_in
+    if size_out == size_in * repeats and scale * repeats == 1.0:
+      x = jnp.repeat(x, repeats, axis=axis) if repeats > 1 else x
+    else:
+      index = jnp.floor(jnp.arange(size_out, dtype=jnp.float32) * jnp.float32(scale)).astype(jnp.int32)
+      x = jnp.take(x, jnp.minimum(index, size_in - 1), axis=axis)
+  return x
+
+
+def install_op_overrides(env) -> None:
+  """Replaces torchax lowerings that cost collectives or speed (see each function's docstring).
+
+  Results are unchanged (every torchax parity test runs through these); only the XLA program is.
+  """
+  env.override_op_definition(torch.ops.aten.native_group_norm, interop.torch_view(_group_norm_keeping_layout))
+  for op in (torch.ops.aten.upsample_nearest1d, torch.ops.aten.upsample_nearest2d, torch.ops.aten.upsample_nearest3d):
+    env.override_op_definition(op, interop.torch_view(_upsample_nearest_axis_by_axis))
+
+
 def make_steps(module: torch.nn.Module) -> StepFunctions:
   """Pure JAX ``decode_step``/``encode_step`` of (weights, input, conv_cache) for the driver."""
   env = torchax.default_env()
+  install_op_overrides(env)
   jittable = interop.JittableModule(module, dedup_parameters=False)
 
   def decode_step(vae, z, conv_cache):

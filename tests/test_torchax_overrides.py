@@ -1,0 +1,51 @@
+"""The op lowerings torchax_vae installs in torchax equal PyTorch's ops (and keep sharded layouts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import randn
+
+from torchax_vae import backend
+
+
+def _through_torchax(fn, *tensors):
+  env = backend.torchax.default_env()
+  backend.install_op_overrides(env)
+  with env:
+    out = fn(*[t.to("jax") for t in tensors])
+    return np.asarray(out.jax())
+
+
+@pytest.mark.parametrize(
+  ("shape", "kwargs"),
+  [
+    ((1, 2, 3, 4, 5), {"scale_factor": 2.0}),
+    ((1, 2, 2, 3, 4), {"size": (8, 6, 8)}),
+    ((1, 2, 2, 3, 4), {"size": (3, 7, 5)}),  # non-integer factors: PyTorch's floor(dst * in / out)
+    ((2, 3, 4, 5), {"scale_factor": 2.0}),
+    ((2, 3, 5, 7), {"size": (9, 11)}),
+    ((2, 3, 5), {"size": (12,)}),
+  ],
+)
+def test_nearest_upsample_matches_torch(shape, kwargs):
+  x = torch.from_numpy(randn(*shape))
+  expected = F.interpolate(x, **kwargs).numpy()
+  np.testing.assert_array_equal(_through_torchax(lambda t: F.interpolate(t, **kwargs), x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_group_norm_matches_torch(dtype):
+  torch.manual_seed(0)
+  norm = torch.nn.GroupNorm(4, 16, eps=1e-6).to(dtype)
+  torch.nn.init.normal_(norm.weight)
+  torch.nn.init.normal_(norm.bias)
+  x = (torch.from_numpy(randn(2, 16, 3, 5, 6)) * 3 + 1).to(dtype)
+  with torch.no_grad():
+    expected = norm(x).float().numpy()
+    got = _through_torchax(
+      lambda t, w, b: F.group_norm(t, 4, w, b, 1e-6).float(), x, norm.weight.detach(), norm.bias.detach()
+    )
+  np.testing.assert_allclose(got, expected, atol=1e-5 if dtype == torch.float32 else 0.05, rtol=0)
