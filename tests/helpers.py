@@ -21,3 +21,14 @@ def torch_encode_mean(model, x: np.ndarray) -> np.ndarray:
 
 def randn(*shape: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def loaders() -> dict:
+  """Both JAX paths' ``load`` functions, by path name."""
+  import native_flax
+  import torchax_vae
+
+  return {"torchax": torchax_vae.load, "native_flax": native_flax.load}
+
+
+PATHS = ("torchax", "native_flax")

@@ -1,0 +1,64 @@
+"""CogVideoX VAE as a native Flax NNX port of diffusers' ``AutoencoderKLCogVideoX``.
+
+    vae = native_flax.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
+    video = vae.decode(z)     # as diffusers' vae.decode(z).sample; (B, C, T, H, W) in and out
+
+Modules: ``native_flax.autoencoder_kl_cogvideox`` (the NNX classes, diffusers' names),
+``native_flax.convert`` (layout rules, weights -> model), ``native_flax.backend`` (step functions).
+Nothing here imports torch or torchax.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+  from jax.sharding import Mesh
+
+  from torchax_vae.core.driver import Runner
+
+__all__ = ["load"]
+
+
+def load(
+  pretrained_model_name_or_path: str | os.PathLike,
+  *,
+  subfolder: str | None = None,
+  dtype: str = "float32",
+  mesh: Mesh | str | None = None,
+  cache_dir: str | os.PathLike | bool | None = None,
+  revision: str | None = None,
+) -> Runner:
+  """Loads a CogVideoX VAE (hub id or local dir) into the NNX port; returns the driver's runner.
+
+  Args:
+    pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` (with ``subfolder="vae"``), a VAE dir
+      with ``config.json``, or a pipeline dir with a ``vae/`` subfolder.
+    dtype: ``"float32"`` or ``"bfloat16"`` (parameters and activations).
+    mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
+      width on ``tp``, weights replicated.
+    cache_dir: JAX persistent compilation cache dir (default ``$TORCHAX_VAE_CACHE_DIR`` or
+      ``~/.cache/torchax_vae/xla``; ``False`` leaves JAX's cache settings alone).
+    revision: hub revision (branch, tag or commit).
+
+  ``runner.decode(z)`` / ``runner.encode(x, key=None)`` take and return diffusers' layout
+  ``(B, C, T, H, W)``; ``runner.model`` is the NNX model.
+  """
+  from torchax_vae.core import mesh as mesh_lib
+  from torchax_vae.core.checkpoint import load_checkpoint
+  from torchax_vae.core.compile_cache import enable_compilation_cache
+  from torchax_vae.core.driver import DTYPES, Runner
+
+  from . import backend, convert
+
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+  mesh = mesh_lib.make_mesh(mesh)
+  enable_compilation_cache(cache_dir)
+  checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  model = convert.load_model(checkpoint.weights, checkpoint.config, dtype=dtype, source=str(checkpoint.directory))
+  params, steps = backend.make_steps(model)
+  runner = Runner(steps, params, checkpoint.config, mesh=mesh, dtype=dtype, name="native_flax")
+  runner.model = model
+  return runner

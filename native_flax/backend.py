@@ -1,0 +1,38 @@
+"""The NNX port as pure JAX step functions for the shared driver (``torchax_vae.core.driver``).
+
+``nnx.split`` runs once here; each step function ``nnx.merge``s the graph with the parameters it is
+given, so under the driver's ``jax.jit`` the NNX object graph exists only while tracing and the
+compiled program is a pure function of ``(params, inputs, conv_cache)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from flax import nnx
+
+from torchax_vae.core.driver import StepFunctions
+
+from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
+
+LAYOUT = "BTHWC"
+
+
+def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]:
+  """``(params, steps)``: the model's parameters (an ``nnx.State`` pytree) and its step functions.
+
+  * ``decode_step(params, z, conv_cache) -> (video, conv_cache)``: ``z`` ``(B, T_step, h, w, latent)``,
+    ``conv_cache`` ``None`` on the first step; ``post_quant_conv`` (if configured) then the decoder.
+  * ``encode_step(params, x, conv_cache) -> (moments, conv_cache)``: ``x`` ``(B, F_step, H, W, in)``;
+    the encoder then ``quant_conv`` (if configured); moments are ``mean ‖ logvar`` on the last axis.
+  """
+  graphdef, params = nnx.split(model)
+
+  def decode_step(params: nnx.State, z: jax.Array, conv_cache: Any) -> tuple[jax.Array, Any]:
+    return nnx.merge(graphdef, params).decode_step(z, conv_cache)
+
+  def encode_step(params: nnx.State, x: jax.Array, conv_cache: Any) -> tuple[jax.Array, Any]:
+    return nnx.merge(graphdef, params).encode_step(x, conv_cache)
+
+  return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step)
