@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randn
+from helpers import PATHS, loaders, randn
 
 import torchax_vae
 from torchax_vae.core.mesh import MeshError, activation_spec, make_mesh, parse_mesh_spec
@@ -15,14 +15,19 @@ pytestmark = pytest.mark.multidevice
 SHARDED_TOL = 1e-5  # max abs, fp32: GSPMD constraints change placement, not arithmetic
 
 
-@pytest.fixture(scope="module")
-def plain(tiny_dir):
-  return torchax_vae.load(tiny_dir)
+@pytest.fixture(scope="module", params=PATHS)
+def path(request):
+  return request.param
 
 
 @pytest.fixture(scope="module")
-def sharded(tiny_dir):
-  return torchax_vae.load(tiny_dir, mesh="dp=2,tp=4")
+def plain(tiny_dir, path):
+  return loaders()[path](tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def sharded(tiny_dir, path):
+  return loaders()[path](tiny_dir, mesh="dp=2,tp=4")
 
 
 def test_eight_devices_are_simulated():
@@ -54,9 +59,9 @@ def test_sharded_encode_equals_unsharded(plain, sharded):
   np.testing.assert_allclose(sharded.encode(x), plain.encode(x), atol=SHARDED_TOL, rtol=0)
 
 
-def test_mesh_object_is_accepted(tiny_dir, plain):
+def test_mesh_object_is_accepted(tiny_dir, path, plain):
   devices = np.asarray(jax.devices()[:4]).reshape(1, 4)
-  vae = torchax_vae.load(tiny_dir, mesh=jax.sharding.Mesh(devices, ("dp", "tp")))
+  vae = loaders()[path](tiny_dir, mesh=jax.sharding.Mesh(devices, ("dp", "tp")))
   z = randn(1, 4, 2, 4, 8, seed=9)
   np.testing.assert_allclose(vae.decode(z), plain.decode(z), atol=SHARDED_TOL, rtol=0)
 
@@ -78,9 +83,10 @@ def test_mesh_spec_parsing():
     ("", "expected at least one axis"),
   ],
 )
-def test_bad_mesh_is_a_clear_error(tiny_dir, spec, match):
+@pytest.mark.parametrize("path_name", PATHS)
+def test_bad_mesh_is_a_clear_error(tiny_dir, spec, match, path_name):
   with pytest.raises(MeshError, match=match):
-    torchax_vae.load(tiny_dir, mesh=spec)
+    loaders()[path_name](tiny_dir, mesh=spec)
 
 
 def test_mesh_of_wrong_type_or_axes(tiny_dir):

@@ -7,16 +7,19 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers import randn
-
-import torchax_vae
+from helpers import PATHS, loaders, randn
 
 TILED_TOL = 1e-4  # max abs, fp32, as for untiled decode
 
 
+@pytest.fixture(scope="module", params=PATHS)
+def path(request):
+  return request.param
+
+
 @pytest.fixture(scope="module")
-def vae(tiny_dir):
-  return torchax_vae.load(tiny_dir)
+def vae(tiny_dir, path):
+  return loaders()[path](tiny_dir)
 
 
 @pytest.mark.parametrize(
@@ -70,8 +73,8 @@ def test_small_inputs_are_not_tiled(vae):
     vae.disable_tiling()
 
 
-def test_tile_programs_are_reused(tiny_dir):
-  vae = torchax_vae.load(tiny_dir)
+def test_tile_programs_are_reused(tiny_dir, path):
+  vae = loaders()[path](tiny_dir)
   vae.enable_tiling()
   vae.decode(randn(1, 4, 4, 20, 30))  # 2 x 2 tiles of 4 distinct shapes, 2 frame steps each
   first = vae.trace_counts["decode_first"]
