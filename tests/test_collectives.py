@@ -1,0 +1,40 @@
+"""Width-sharded decode steps need halo exchanges only: no all-gather in either path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compare.collectives import count_collectives, main
+
+pytestmark = pytest.mark.multidevice
+
+
+def test_count_collectives_reads_hlo():
+  hlo = """
+  %all-gather.2 = f32[1,4]{1,0} all-gather(%x), dimensions={1}
+  %ag-start = (f32[2], f32[8]) all-gather-start(%y), dimensions={0}
+  %ag-done = f32[8] all-gather-done(%ag-start)
+  %cp = f32[2] collective-permute(%z), source_target_pairs={{0,1}}
+  %ar = f32[] all-reduce(%w), to_apply=%add
+  """
+  assert count_collectives(hlo) == {
+    "all-gather": 2, "all-reduce": 1, "collective-permute": 1, "all-to-all": 0, "reduce-scatter": 0
+  }
+
+
+def test_no_all_gathers_on_dp2_tp4(tiny_dir, capsys):
+  assert main(["--mesh", "dp=2,tp=4", "--latent", "2,4,2,8,16", "--model", str(tiny_dir)]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert set(report) == {"torchax", "native_flax"}
+  for path, counts in report.items():
+    assert counts["all-gather"] == 0, (path, counts)
+    assert counts["collective-permute"] > 0, (path, counts)  # the convolutions' halo exchange
+
+
+def test_bad_arguments_exit_2(capsys):
+  assert main(["--mesh", "dp=2,xx=4"]) == 2
+  assert main(["--latent", "1,2,3"]) == 2
+  assert main(["--paths", "torch"]) == 2
+  assert "unknown" in capsys.readouterr().err
