@@ -1,0 +1,461 @@
+"""Cold compile, warm start, decode latency, memory and error of each path: ``python -m compare.bench``.
+
+    python -m compare.bench --mesh dp=2,tp=4                  # real 2b config, random weights
+    python -m compare.bench --paths torchax,torch --frames 2,13 --latent 1,16,2,8,8
+
+Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
+path and latent length T:
+
+  torch        diffusers eager decode; its output is the reference the JAX paths are compared to
+  JAX, cold    an empty compile cache: trace+lower and XLA compile of the step programs, timed apart
+  JAX, warm    a second process on the now filled cache: process start -> first output, split into
+               imports / weights / trace_lower / cache_fetch / first_run; then the decode latency
+
+Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
+All arguments are checked before any measurement; a bad one exits with status 2. A measurement
+that fails (e.g. a path that is not available yet) is kept in the results with its ``"error"``, the
+others go on, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PATHS = ("torchax", "native_flax", "torch")
+DTYPES = ("float32", "bfloat16")
+VERSIONED = ("torch", "torchax", "jax", "jaxlib", "flax", "diffusers")
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT_S = 3600
+SEED = 0
+
+
+class UsageError(ValueError):
+  """A bad command line; reported before any work with exit status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What to measure, checked: every measurement's process gets its settings from here."""
+
+  paths: list[str]  # in run order per shape; torch (the reference) always runs first
+  shapes: list[tuple[int, ...]]  # latent (B, C, T, H, W), one per --frames value
+  model: Path  # local VAE dir
+  model_name: str  # as given, or a description of the default
+  mesh: str | None
+  devices: int  # the mesh's device count (1 without a mesh)
+  simulated: bool  # CPU host devices standing in for the mesh's
+  host: dict  # platform, device_kind, device_count, as the workers see them
+  env: dict[str, str]  # the workers' environment
+  dtype: str
+  repeats: int
+  out: Path
+
+
+# --- arguments -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+    prog="python -m compare.bench",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  parser.add_argument("--mesh", default=None, help="e.g. dp=2,tp=4 (default: one device); simulated on a CPU host")
+  parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
+  parser.add_argument(
+    "--model",
+    default=None,
+    help="hub id or local VAE dir (default: the real CogVideoX-2b config, random-initialised, offline)",
+  )
+  parser.add_argument("--latent", default="1,16,2,8,8", help="latent shape B,C,T,H,W (default: %(default)s)")
+  parser.add_argument("--frames", default=None, help="latent T values to measure, e.g. 2,13 (overrides T in --latent)")
+  parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model and input dtype, all paths")
+  parser.add_argument("--repeats", type=int, default=3, help="timed decodes per path (default: %(default)s)")
+  parser.add_argument("--out", default="bench-out", help="output dir (default: %(default)s)")
+  return parser
+
+
+def parse_ints(text: str, what: str, count: int | None = None) -> tuple[int, ...]:
+  """``"1,16,2,8,8"`` -> ``(1, 16, 2, 8, 8)``; positive ints only, ``count`` of them if given."""
+  parts = [p.strip() for p in text.split(",")]
+  if not all(p.isdigit() and int(p) > 0 for p in parts) or (count is not None and len(parts) != count):
+    n = f"{count} " if count else ""
+    raise UsageError(f"{what} {text!r}: expected {n}comma-separated positive integers")
+  return tuple(int(p) for p in parts)
+
+
+def parse_paths(text: str) -> list[str]:
+  paths = [p.strip() for p in text.split(",") if p.strip()]
+  unknown = [p for p in paths if p not in PATHS]
+  if unknown or not paths:
+    raise UsageError(f"--paths {text!r}: unknown path(s) {unknown}; expected a subset of {','.join(PATHS)}")
+  paths = list(dict.fromkeys(paths))
+  return sorted(paths, key=lambda p: p != "torch")  # torch first: its output is the reference
+
+
+def resolve_model(model: str | None) -> Path:
+  """The local VAE dir: ``--model`` resolved (hub id, pipeline or VAE dir), or the default checkpoint."""
+  from torchax_vae.core.checkpoint import CheckpointError, resolve_checkpoint_dir
+
+  if model is None:
+    from compare.checkpoints import COGVIDEOX_2B, cached_random_checkpoint
+
+    progress("default model: random-initialised CogVideoX-2b config (written once, then cached)")
+    return cached_random_checkpoint(COGVIDEOX_2B, seed=SEED)
+  try:
+    return resolve_checkpoint_dir(model)
+  except CheckpointError as err:
+    raise UsageError(f"--model: {err}") from err
+
+
+def read_latent_channels(directory: Path) -> int:
+  from torchax_vae.core.checkpoint import CheckpointError, read_config
+
+  try:
+    return read_config(directory).latent_channels
+  except CheckpointError as err:
+    raise UsageError(f"--model: {err}") from err
+
+
+def mesh_devices(spec: str | None) -> int:
+  """Devices the mesh needs (1 without one); raises UsageError on a malformed spec."""
+  if spec is None:
+    return 1
+  from torchax_vae.core.mesh import MeshError, parse_mesh_spec
+
+  try:
+    return math.prod(parse_mesh_spec(spec).values())
+  except MeshError as err:
+    raise UsageError(f"--mesh: {err}") from err
+
+
+def worker_env(devices: int) -> dict[str, str]:
+  """The workers' environment: exactly ``devices`` host devices (simulated when the host is a CPU).
+
+  The flag only shapes the CPU platform, so it is harmless on an accelerator host; any device count
+  already in XLA_FLAGS (e.g. the tests' 8) is replaced, so the workers see the mesh's count.
+  """
+  env = dict(os.environ)
+  flags = re.sub(rf"{DEVICE_COUNT_FLAG}=\d+", "", env.get("XLA_FLAGS", "")).split()
+  if devices > 1:
+    flags.append(f"{DEVICE_COUNT_FLAG}={devices}")
+  env["XLA_FLAGS"] = " ".join(flags)
+  env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
+  env["HF_HUB_OFFLINE"] = "1"  # workers only ever get a local directory
+  return env
+
+
+def validate(args: argparse.Namespace) -> Plan:
+  """Checks every argument and the host; returns the plan. Raises UsageError before any work."""
+  paths = parse_paths(args.paths)
+  shape = parse_ints(args.latent, "--latent", 5)
+  frames = parse_ints(args.frames, "--frames") if args.frames else (shape[2],)
+  if args.repeats < 1:
+    raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
+  needed = mesh_devices(args.mesh)
+  model = resolve_model(args.model)
+  channels = read_latent_channels(model)
+  if shape[1] != channels:
+    raise UsageError(f"--latent {args.latent!r}: C={shape[1]}, but the model ({model}) has {channels} latent channels")
+  env = worker_env(needed)
+  host = run_worker({"kind": "devices"}, env)
+  if not host.get("ok"):
+    raise UsageError(f"cannot start JAX to count devices: {host.get('error')}")
+  if host["platform"] != "cpu" and needed > host["device_count"]:
+    present = f"{host['device_count']} {host['platform']} device(s)"
+    raise UsageError(f"--mesh {args.mesh!r} needs {needed} devices, but only {present} are present")
+  return Plan(
+    paths=paths,
+    shapes=[(shape[0], shape[1], t, shape[3], shape[4]) for t in frames],
+    model=model,
+    model_name=args.model or f"random-initialised CogVideoX-2b config (compare.checkpoints.COGVIDEOX_2B, seed {SEED})",
+    mesh=args.mesh,
+    devices=needed,
+    simulated=host["platform"] == "cpu" and needed > 1,
+    host=host,
+    env=env,
+    dtype=args.dtype,
+    repeats=args.repeats,
+    out=Path(args.out),
+  )
+
+
+# --- workers -------------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+  print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_worker(request: dict, env: dict[str, str], log: Path | None = None) -> dict:
+  """Runs one ``compare.worker`` process and returns its JSON result (``ok: false`` on failure).
+
+  The worker's stderr goes to ``log`` (kept for inspection); its last stdout line is the result.
+  ``spawned_at`` lets the worker count interpreter start-up into its ``imports`` phase.
+  """
+  request = {**request, "spawned_at": time.time()}
+  command = [sys.executable, "-m", "compare.worker", "--json-args", json.dumps(request)]
+  stderr = open(log, "w") if log else subprocess.PIPE  # noqa: SIM115 (closed below)
+  try:
+    proc = subprocess.run(
+      command, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=WORKER_TIMEOUT_S
+    )
+  except subprocess.TimeoutExpired:
+    return {"ok": False, "error": f"worker timed out after {WORKER_TIMEOUT_S} s"}
+  finally:
+    if log:
+      stderr.close()
+  lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+  if not lines:
+    tail = (log.read_text() if log else proc.stderr or "")[-2000:]
+    return {"ok": False, "error": f"worker exited with status {proc.returncode} and no result; stderr ends:\n{tail}"}
+  return json.loads(lines[-1])
+
+
+def measure_torch(plan: Plan, shape: tuple[int, ...]) -> tuple[dict, Path | None]:
+  """The torch row for one latent shape, and the reference .npy it wrote (None if it failed)."""
+  reference = plan.out / "reference" / f"torch-{'x'.join(map(str, shape))}-{plan.dtype}.npy"
+  reference.unlink(missing_ok=True)  # never compare against a previous run's output
+  progress(f"torch T={shape[2]}: eager decode")
+  request = {"kind": "torch", "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype, "seed": SEED,
+             "repeats": plan.repeats, "reference": str(reference)}  # fmt: skip
+  result = run_worker(request, plan.env, plan.out / "logs" / f"torch-T{shape[2]}.log")
+  record = empty_record("torch", None, shape, plan.dtype)
+  if not result.get("ok"):
+    progress(f"torch T={shape[2]}: {result['error'].splitlines()[0]}")
+    return {**record, "error": result["error"]}, None
+  record.update(decode_s=result["decode_s"], peak_rss_mb=result["peak_rss_mb"])
+  return record, reference
+
+
+def measure_jax(plan: Plan, path: str, shape: tuple[int, ...], reference: Path | None, caches: Path) -> dict:
+  """A cold (empty cache) then a warm (same cache, now filled) process for one JAX path and shape."""
+  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}-", dir=caches))
+  request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
+             "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
+             "reference": str(reference) if reference else None}  # fmt: skip
+  record = empty_record(path, plan.mesh, shape, plan.dtype)
+  results = {}
+  for phase in ("cold", "warm"):
+    progress(f"{path} T={shape[2]}: {phase} start ({'empty' if phase == 'cold' else 'filled'} compile cache)")
+    log = plan.out / "logs" / f"{path}-T{shape[2]}-{phase}.log"
+    results[phase] = run_worker({**request, "phase": phase}, plan.env, log)
+    if not results[phase].get("ok"):
+      progress(f"{path} T={shape[2]}: {results[phase]['error'].splitlines()[0]}")
+      return {**record, "error": results[phase]["error"]}
+  return fill_jax_record(record, results["cold"], results["warm"])
+
+
+def empty_record(path: str, mesh: str | None, shape: tuple, dtype: str) -> dict:
+  """A results row with every schema key; measurements fill it, a failure leaves nulls and an error."""
+  return {
+    "path": path, "mesh": mesh, "latent_shape": list(shape), "dtype": dtype,
+    "compile_s": None, "compile_breakdown_s": None, "cache_load_s": None, "cache_load_breakdown_s": None,
+    "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None, "flops": None,
+    "flops_fraction_of_matmul": None, "max_abs_err": None, "programs": None, "cold_start_breakdown_s": None,
+    "notes": [], "error": None,
+  }  # fmt: skip
+
+
+def fill_jax_record(record: dict, cold: dict, warm: dict) -> dict:
+  """Merges the cold and warm workers' results into one row (see the module doc for the phases)."""
+  breakdown = {
+    name: None if times is None else {"trace_lower": times["trace_lower"], "compile": times["compile"]}
+    for name, times in cold["breakdown"].items()
+  }
+  used = [times for times in breakdown.values() if times is not None]
+  record.update(
+    compile_s=sum(t["trace_lower"] + t["compile"] for t in used),
+    compile_breakdown_s=breakdown,
+    cache_load_s=sum(warm["start_breakdown_s"].values()),
+    cache_load_breakdown_s=warm["start_breakdown_s"],
+    cold_start_breakdown_s=cold["start_breakdown_s"],
+    cache_hit=warm["cache_hit"],
+    cache_new_files=len(warm["cache_new_files"]),
+    decode_s=warm["decode_s"],
+    peak_rss_mb=warm["peak_rss_mb"],
+    compile_peak_rss_mb=cold["peak_rss_mb"],
+    device_memory_mb=warm["device_memory_mb"],
+    flops=cold["flops"],
+    max_abs_err=warm.get("max_abs_err"),
+    programs=cold["programs"],
+    notes=cold["notes"] + warm["notes"],
+  )
+  if not warm["cache_hit"]:
+    record["notes"].append(
+      f"warm start missed the cache: new entries {warm['cache_new_files'][:5]}; "
+      f"cold run logged {cold['cache_log']}; warm run logged {warm['cache_log']}"
+    )
+  return record
+
+
+def add_flops_fraction(results: list[dict], matmul_flops_per_s: float | None, parallel_devices: int) -> None:
+  """Achieved FLOP/s of each decode as a fraction of the matmul's (times the devices working at once)."""
+  for record in results:
+    if record["flops"] and record["decode_s"] and matmul_flops_per_s:
+      achieved = record["flops"] / record["decode_s"]["median"]
+      record["flops_fraction_of_matmul"] = achieved / (matmul_flops_per_s * parallel_devices)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def versions() -> dict[str, str | None]:
+  found = {}
+  for name in VERSIONED:
+    try:
+      found[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      found[name] = None
+  return found
+
+
+def build_meta(plan: Plan, matmul: dict) -> dict:
+  host = plan.host
+  return {
+    "versions": versions(),
+    "python": platform.python_version(),
+    "platform": host["platform"],
+    "device_kind": host["device_kind"],
+    "device_count": host["device_count"],
+    "simulated": plan.simulated,
+    "mesh": plan.mesh,
+    "dtype": plan.dtype,
+    "model": plan.model_name,
+    "repeats": plan.repeats,
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "cpu_count": os.cpu_count(),
+    "matmul_size": matmul.get("matmul_size"),
+    "matmul_flops_per_s": matmul.get("matmul_flops_per_s"),
+    # SPMD programs are per device, and a dimension the mesh does not divide is padded: that work counts too.
+    "flops_note": "XLA cost analysis of the step programs x runs per decode x devices",
+  }
+
+
+def fmt(value: float | None, spec: str = ".2f") -> str:
+  return "–" if value is None else format(value, spec)
+
+
+TABLE_COLUMNS = ("path", "latent", "compile s", "warm start s", "cache hit", "decode s (median)", "peak RSS MB",
+                 "GFLOP", "of matmul", "max abs err")  # fmt: skip
+
+
+def table_cells(r: dict) -> list[str]:
+  """One results row as table cells; a failed measurement shows its error instead of numbers."""
+  latent = "x".join(map(str, r["latent_shape"]))
+  if r["error"]:
+    reason = r["error"].splitlines()[0][:100].replace("|", "/")
+    return [r["path"], latent, f"failed: {reason}"] + [""] * (len(TABLE_COLUMNS) - 3)
+  fraction = r["flops_fraction_of_matmul"]
+  return [
+    r["path"],
+    latent,
+    fmt(r["compile_s"]),
+    fmt(r["cache_load_s"]),
+    {None: "–", True: "yes", False: "NO"}[r["cache_hit"]],
+    fmt(r["decode_s"] and r["decode_s"]["median"], ".3f"),
+    fmt(r["peak_rss_mb"], ".0f"),
+    fmt(r["flops"] and r["flops"] / 1e9, ".1f"),
+    "–" if fraction is None else f"{100 * fraction:.1f}%",
+    fmt(r["max_abs_err"], ".2e"),
+  ]
+
+
+def markdown_table(results: list[dict]) -> str:
+  rows = [TABLE_COLUMNS, ["---"] * len(TABLE_COLUMNS)] + [table_cells(r) for r in results]
+  return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
+
+
+def plot(results: list[dict], path: Path) -> bool:
+  """compile / warm start / decode s per row, one panel each (own scale); skipped without matplotlib."""
+  try:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+  except ImportError:
+    progress("matplotlib is not installed: skipping the plot (pip install matplotlib)")
+    return False
+  rows = [r for r in results if not r["error"]]
+  labels = [f"{r['path']}\nT={r['latent_shape'][2]}" for r in rows]
+  colors = {"torch": "tab:blue", "torchax": "tab:orange", "native_flax": "tab:green"}
+  panels = [
+    ("cold compile (s)", [r["compile_s"] for r in rows]),
+    ("warm start (s)", [r["cache_load_s"] for r in rows]),
+    ("decode, median (s)", [r["decode_s"]["median"] if r["decode_s"] else None for r in rows]),
+  ]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+  for ax, (title, values) in zip(axes, panels):
+    bars = ax.bar(range(len(rows)), [v or 0.0 for v in values], color=[colors.get(r["path"], "gray") for r in rows])
+    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3g}" for v in values], fontsize=8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set_title(title)
+  shapes = sorted({"x".join(map(str, r["latent_shape"])) for r in rows})
+  fig.suptitle(f"CogVideoX VAE decode, latent {', '.join(shapes)}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return True
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def run(plan: Plan) -> tuple[dict, list[dict]]:
+  """All measurements, one fresh process each: per shape torch first (the reference), then the JAX paths."""
+  progress(f"matmul reference ({plan.devices} device(s){', simulated' if plan.simulated else ''})")
+  matmul = run_worker({"kind": "matmul"}, plan.env, plan.out / "logs" / "matmul.log")
+  if not matmul.get("ok"):
+    progress(f"matmul reference failed: {matmul['error']}")
+  results = []
+  with tempfile.TemporaryDirectory(prefix="bench-caches-") as caches:
+    for shape in plan.shapes:
+      reference = None
+      for path in plan.paths:
+        if path == "torch":
+          record, reference = measure_torch(plan, shape)
+        else:
+          record = measure_jax(plan, path, shape, reference, Path(caches))
+        results.append(record)
+  parallel = 1 if plan.simulated else plan.devices  # simulated devices share the host's cores
+  add_flops_fraction(results, matmul.get("matmul_flops_per_s"), parallel)
+  return build_meta(plan, matmul), results
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  try:
+    plan = validate(args)
+  except UsageError as err:
+    parser.error(str(err))  # exits with status 2
+  (plan.out / "logs").mkdir(parents=True, exist_ok=True)
+  started = time.perf_counter()
+  meta, results = run(plan)
+  (plan.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+  plot(results, plan.out / "bench.png")
+  print(markdown_table(results))
+  failed = [r for r in results if r["error"]]
+  progress(f"done in {time.perf_counter() - started:.0f} s: {plan.out / 'results.json'}")
+  if failed:
+    logs = plan.out / "logs"
+    progress(f"{len(failed)} of {len(results)} measurements failed (see 'error' in results.json, logs in {logs})")
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

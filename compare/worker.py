@@ -1,0 +1,391 @@
+"""One measurement in one fresh process: ``python -m compare.worker --json-args '{"kind": …}'``.
+
+Run by ``compare.bench``, one process per measurement, so no compiled program, cache or allocation
+leaks from one measurement into the next. Kinds:
+
+  devices  platform, device kind and count (the bench checks ``--mesh`` against it before any work)
+  matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot``: the yardstick for a decode's achieved FLOP/s
+  torch    diffusers' eager ``AutoencoderKLCogVideoX.decode``: latency and RSS; saves its output as
+           the reference ``.npy`` the JAX paths are compared against
+  jax      one JAX path (``torchax`` | ``native_flax``) from process start to first output, with the
+           compile cache dir it is given. ``phase="cold"`` (empty cache): compile times and FLOPs.
+           ``phase="warm"`` (cache filled by the cold process): whether the cache was hit, then
+           decode latency, memory and the error against the reference.
+
+Prints exactly one JSON line on stdout, ``{"ok": true, …}`` or ``{"ok": false, "error": …}``; all
+other output (library chatter included, even from C) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# The package to import and the modules it pulls in at load(); importing them up front keeps the
+# "imports" phase apart from the "weights" phase of a warm start.
+JAX_PATHS = {
+  "torchax": ("torchax_vae", ("torchax_vae.backend",)),
+  "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert")),
+}
+MATMUL_SIZE = 2048
+CACHE_HIT_MESSAGE = "Persistent compilation cache hit"
+
+
+class PathUnavailable(RuntimeError):
+  """The path's package cannot be imported or loaded (e.g. a port that is not finished yet)."""
+
+
+def latent(shape: list[int], seed: int):
+  """The benchmark input: standard normal ``(B, C, T, H, W)`` float32, the same in every process."""
+  import numpy as np
+
+  return np.random.default_rng(seed).standard_normal(tuple(shape), dtype=np.float32)
+
+
+def peak_rss_mb() -> float:
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def timed_runs(fn, repeats: int) -> dict[str, Any]:
+  """Runs ``fn`` (which must block until its result is ready) ``repeats`` times: median/min/max s."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+# --- devices / matmul ----------------------------------------------------------------------------
+
+
+def run_devices(args: dict) -> dict:
+  import jax
+
+  devices = jax.devices()
+  return {"platform": devices[0].platform, "device_kind": devices[0].device_kind, "device_count": len(devices)}
+
+
+def run_matmul(args: dict) -> dict:
+  """FLOP/s of one ``(n, n) @ (n, n)`` float32 product on the default device (median of 7)."""
+  import jax
+  import jax.numpy as jnp
+
+  n = MATMUL_SIZE
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (n, n), jnp.float32)
+  b = jax.random.normal(kb, (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  for _ in range(2):  # compile, then one run to settle thread pools
+    dot(a, b).block_until_ready()
+  stats = timed_runs(lambda: dot(a, b).block_until_ready(), 7)
+  return {"matmul_size": n, "matmul_s": stats["median"], "matmul_flops_per_s": 2 * n**3 / stats["median"]}
+
+
+# --- torch ---------------------------------------------------------------------------------------
+
+
+def run_torch(args: dict) -> dict:
+  """diffusers' eager decode (``torch.no_grad``, default threads); saves the reference output."""
+  import numpy as np
+  import torch
+  from diffusers import AutoencoderKLCogVideoX
+
+  phases = {"imports": time.time() - args["spawned_at"]}
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args["dtype"]]
+  start = time.perf_counter()
+  model = AutoencoderKLCogVideoX.from_pretrained(args["model"], torch_dtype=dtype).eval()
+  phases["weights"] = time.perf_counter() - start
+  z = torch.from_numpy(latent(args["latent_shape"], args["seed"])).to(dtype)
+  outputs = []
+
+  def decode():
+    outputs[:] = [model.decode(z).sample]
+
+  with torch.no_grad():
+    start = time.perf_counter()
+    decode()  # the warm-up: oneDNN picks its kernels on the first call
+    phases["first_run"] = time.perf_counter() - start
+    decode_s = timed_runs(decode, args["repeats"])
+  video = outputs[0].float().numpy()
+  if args.get("reference"):
+    Path(args["reference"]).parent.mkdir(parents=True, exist_ok=True)
+    np.save(args["reference"], video)
+  return {
+    "decode_s": decode_s,
+    "start_breakdown_s": phases,
+    "output_shape": list(video.shape),
+    "peak_rss_mb": peak_rss_mb(),
+  }
+
+
+# --- JAX paths -----------------------------------------------------------------------------------
+
+
+class CompilerLog(logging.Handler):
+  """Collects the messages of JAX's compiler logger (persistent-cache hits and misses are DEBUG)."""
+
+  def __init__(self):
+    super().__init__(logging.DEBUG)
+    self.messages: list[str] = []
+    logger = logging.getLogger("jax._src.compiler")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(self)
+
+  def emit(self, record: logging.LogRecord) -> None:
+    self.messages.append(record.getMessage())
+
+  @contextlib.contextmanager
+  def window(self):
+    """Yields the list of messages logged inside the ``with`` block."""
+    start = len(self.messages)
+    seen: list[str] = []
+    try:
+      yield seen
+    finally:
+      seen.extend(self.messages[start:])
+
+
+def cache_files(directory: Path) -> set[str]:
+  """The entries of a persistent compile cache (JAX's own probe files and ours excluded)."""
+  if not directory.is_dir():
+    return set()
+  return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def import_path(path: str):
+  """Imports the path's package and the modules its ``load`` uses; raises PathUnavailable."""
+  package_name, modules = JAX_PATHS[path]
+  try:
+    package = importlib.import_module(package_name)
+    for name in modules:
+      importlib.import_module(name)
+  except Exception as err:  # ImportError, or any error a half-written module raises at import
+    raise PathUnavailable(f"{path} path unavailable: import failed: {type(err).__name__}: {err}") from err
+  if not callable(getattr(package, "load", None)):
+    raise PathUnavailable(f"{path} path unavailable: {package_name}.load is missing")
+  return package
+
+
+def lower_and_compile(jitted, args: tuple, log: CompilerLog) -> tuple[dict, Any]:
+  """``jitted.lower(*args).compile()`` with the two stages timed apart; notes a persistent-cache hit."""
+  start = time.perf_counter()
+  lowered = jitted.lower(*args)
+  lowered_at = time.perf_counter()
+  with log.window() as messages:
+    compiled = lowered.compile()
+  done = time.perf_counter()
+  hit = any(m.startswith(CACHE_HIT_MESSAGE) for m in messages)
+  return {"trace_lower": lowered_at - start, "compile": done - lowered_at, "cache_hit": hit}, compiled
+
+
+def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
+  """Lowers and compiles the step programs ``runner.decode(z)`` runs, with decode's own arguments.
+
+  z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
+  ``"steady"``) ``{"trace_lower", "compile", "cache_hit"}`` s and the ``Compiled``; ``"steady"`` is
+  ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed exactly as decode
+  places them (prepared input sliced to the step; the cache as the first program leaves it), so
+  jit's call path finds these executables afterwards and neither retraces nor recompiles.
+  """
+  import jax
+
+  from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
+
+  start = time.perf_counter()
+  x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
+  steps = frame_steps(z.shape[2], LATENT_FRAMES_PER_STEP)
+  first, steady = runner.step_programs("decode")
+  breakdown: dict[str, Any] = {"first": None, "steady": None}
+  compiled: dict[str, Any] = {}
+  first_in = runner._slice_time(x, *steps[0])
+  prepare_s = time.perf_counter() - start
+  breakdown["first"], compiled["first"] = lower_and_compile(first, (runner.params, first_in), log)
+  breakdown["first"]["trace_lower"] += prepare_s
+  if len(steps) > 1:
+    start = time.perf_counter()
+    _, cache = jax.eval_shape(first, runner.params, first_in)  # reuses first's trace: milliseconds
+    if runner.mesh is not None:
+      # The first program's outputs are committed to the mesh; the steady one is compiled for them.
+      # (Without a mesh they are uncommitted, and a sharding here would make a different program.)
+      cache = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled["first"].output_shardings[1]
+      )
+    cache_shapes_s = time.perf_counter() - start
+    steady_in = runner._slice_time(x, *steps[1])
+    breakdown["steady"], compiled["steady"] = lower_and_compile(steady, (runner.params, steady_in, cache), log)
+    breakdown["steady"]["trace_lower"] += cache_shapes_s
+  return breakdown, compiled
+
+
+def program_runs(num_latent_frames: int) -> dict[str, int]:
+  """How often decode runs each program: T=2 -> first 1, steady 0; T=13 -> first 1, steady 5."""
+  from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
+
+  return {"first": 1, "steady": len(frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP)) - 1}
+
+
+def program_flops(compiled) -> float | None:
+  """XLA's FLOP estimate of one compiled program (per device under SPMD); ``None`` if unavailable."""
+  try:
+    analysis = compiled.cost_analysis()
+  except NotImplementedError:
+    return None
+  # A dict in recent jax, a list of per-computation dicts in older ones.
+  entries = analysis if isinstance(analysis, list | tuple) else [analysis]
+  values = [float(e["flops"]) for e in entries if isinstance(e, dict) and "flops" in e]
+  return sum(values) if values else None
+
+
+def device_memory_mb(devices) -> float | None:
+  """Peak device memory summed over ``devices``, if the backend reports it (CPU does not)."""
+  peaks = []
+  for device in devices:
+    try:
+      stats = device.memory_stats()
+    except Exception:  # some backends raise instead of returning None
+      stats = None
+    if not stats or "peak_bytes_in_use" not in stats:
+      return None
+    peaks.append(stats["peak_bytes_in_use"])
+  return sum(peaks) / 2**20
+
+
+def run_jax(args: dict) -> dict:
+  """Process start -> first output of one JAX path, then (warm phase) latency, memory and error."""
+  import jax
+  import jax.numpy as jnp
+
+  package = import_path(args["path"])
+  start_s = {"imports": time.time() - args["spawned_at"]}
+  log = CompilerLog()
+  cache_dir = Path(args["cache_dir"])
+  files_before = cache_files(cache_dir)
+
+  start = time.perf_counter()
+  try:
+    runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir))
+  except NotImplementedError as err:
+    raise PathUnavailable(f"{args['path']} path unavailable: load() raised NotImplementedError: {err}") from err
+  jax.block_until_ready(runner.params)
+  start_s["weights"] = time.perf_counter() - start
+
+  z = jnp.asarray(latent(args["latent_shape"], args["seed"]))
+  breakdown, compiled = compile_decode_programs(runner, z, log)
+  used = [name for name in ("first", "steady") if breakdown[name] is not None]
+  start_s["trace_lower"] = sum(breakdown[name]["trace_lower"] for name in used)
+  start_s["cache_fetch"] = sum(breakdown[name]["compile"] for name in used)
+
+  # The first decode: in the cold phase it also fills the cache with the small programs decode runs
+  # around the steps (input checks, slicing, concatenation), as a user's first run would.
+  traces = dict(runner.trace_counts)
+  with log.window() as messages:
+    start = time.perf_counter()
+    video = jax.block_until_ready(runner.decode(z))
+    start_s["first_run"] = time.perf_counter() - start
+  notes = []
+  if dict(runner.trace_counts) != traces:
+    notes.append(f"first decode retraced step programs: {traces} -> {dict(runner.trace_counts)}")
+  recompiled = [m for m in messages if f"{runner.name}_decode_" in m and "cache" in m.lower()]
+  if recompiled:
+    notes.append(f"first decode compiled step programs again: {recompiled}")
+  new_files = sorted(cache_files(cache_dir) - files_before)
+
+  runs = program_runs(z.shape[2])
+  flops = [program_flops(compiled[name]) for name in used]
+  devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
+  result = {
+    "device_count": jax.device_count(),
+    "programs": runs,
+    "breakdown": breakdown,
+    "start_breakdown_s": start_s,
+    "cache_hit": all(breakdown[name]["cache_hit"] for name in used) and not new_files,
+    "cache_new_files": new_files,
+    # What JAX said about the step programs' cache entries (keys, hits, misses, writes): the
+    # evidence when a warm start misses.
+    "cache_log": [m[:240] for m in log.messages if f"{runner.name}_decode_" in m],
+    # SPMD programs are per device: the work of a decode is that times the devices it runs on.
+    "flops": None if None in flops else sum(f * runs[n] for f, n in zip(flops, used)) * len(devices),
+    "output_shape": list(video.shape),
+    "notes": notes,
+  }
+  if args["phase"] == "warm":
+    result.update(steady_latency(runner, z, args["repeats"], args.get("reference")))
+    result["device_memory_mb"] = device_memory_mb(devices)
+  result["peak_rss_mb"] = peak_rss_mb()
+  return result
+
+
+def steady_latency(runner, z, repeats: int, reference: str | None) -> dict:
+  """``runner.decode(z)`` on a ``jax.Array``: ``repeats`` timed runs, and the error vs torch's output.
+
+  The first decode (``first_run``, just before) is the warm-up: it ran these same executables.
+  """
+  import jax
+  import numpy as np
+
+  outputs = []
+
+  def decode():
+    outputs[:] = [jax.block_until_ready(runner.decode(z))]
+
+  result = {"decode_s": timed_runs(decode, repeats)}
+  if reference and Path(reference).is_file():
+    expected = np.load(reference)
+    out = np.asarray(jax.device_get(outputs[0])).astype(np.float32)
+    if out.shape != expected.shape:
+      raise ValueError(f"output shape {out.shape} differs from the torch reference's {expected.shape}")
+    result["max_abs_err"] = float(np.abs(out - expected).max())
+  return result
+
+
+KINDS = {"devices": run_devices, "matmul": run_matmul, "torch": run_torch, "jax": run_jax}
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description="One benchmark measurement (run by compare.bench).")
+  parser.add_argument("--json-args", required=True, help="the measurement, as a JSON object")
+  args = json.loads(parser.parse_args(argv).json_args)
+  args.setdefault("spawned_at", time.time())
+  with stdout_to_stderr():
+    try:
+      result = {"ok": True, **KINDS[args["kind"]](args)}
+    except PathUnavailable as err:
+      result = {"ok": False, "unavailable": True, "error": str(err)}
+    except Exception as err:
+      traceback.print_exc()
+      result = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+  print(json.dumps(result), flush=True)
+  return 0 if result["ok"] else 1
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+  """Sends everything printed to stdout, even by C code (fd 1), to stderr while inside."""
+  sys.stdout.flush()
+  saved_fd, saved_stdout = os.dup(1), sys.stdout
+  os.dup2(2, 1)
+  sys.stdout = sys.stderr
+  try:
+    yield
+  finally:
+    sys.stdout.flush()
+    os.dup2(saved_fd, 1)
+    os.close(saved_fd)
+    sys.stdout = saved_stdout
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,171 @@
+"""compare.bench: report schema, a real warm-cache hit, simulated devices, and CLI errors (no timings asserted).
+
+The CLI runs as a subprocess on the tiny checkpoint, as a user runs it; each bench run starts a few
+fresh worker processes, so the two full runs here take most of this file's time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compare import bench, worker
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LATENT = "1,4,2,4,4"
+NUMBER = (int, float)
+
+
+def run_bench(*args: str, out: Path | None = None) -> subprocess.CompletedProcess:
+  command = [sys.executable, "-m", "compare.bench", *args]
+  if out is not None:
+    command += ["--out", str(out)]
+  return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def native_flax_loads(model_dir: Path) -> bool:
+  """Whether the native port can be benchmarked yet (it is being written alongside)."""
+  try:
+    import native_flax
+
+    native_flax.load(model_dir, cache_dir=False)
+    return True
+  except Exception:
+    return False
+
+
+@pytest.fixture(scope="module")
+def single_device_run(tiny_dir, tmp_path_factory):
+  paths = "torchax,native_flax,torch" if native_flax_loads(tiny_dir) else "torchax,torch"
+  out = tmp_path_factory.mktemp("bench")
+  proc = run_bench("--model", str(tiny_dir), "--latent", TINY_LATENT, "--repeats", "1", "--paths", paths, out=out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return paths.split(","), out, proc
+
+
+def test_report_schema(single_device_run):
+  paths, out, proc = single_device_run
+  report = json.loads((out / "results.json").read_text())
+  meta = report["meta"]
+  assert set(meta["versions"]) == {"torch", "torchax", "jax", "jaxlib", "flax", "diffusers"}
+  assert all(isinstance(v, str) for v in meta["versions"].values())
+  assert meta["simulated"] is False and meta["device_count"] == 1 and meta["mesh"] is None
+  assert meta["dtype"] == "float32" and isinstance(meta["python"], str) and isinstance(meta["date"], str)
+  assert isinstance(meta["device_kind"], str) and meta["matmul_flops_per_s"] > 0
+  assert "hostname" not in json.dumps(meta).lower()
+
+  rows = {r["path"]: r for r in report["results"]}
+  assert sorted(rows) == sorted(paths)
+  keys = {
+    "path", "mesh", "latent_shape", "dtype", "compile_s", "compile_breakdown_s", "cache_load_s",
+    "cache_load_breakdown_s", "cache_hit", "decode_s", "peak_rss_mb", "device_memory_mb", "flops",
+    "flops_fraction_of_matmul", "max_abs_err",
+  }  # fmt: skip
+  for row in rows.values():
+    assert keys <= set(row), keys - set(row)
+    assert row["error"] is None
+    assert row["latent_shape"] == [1, 4, 2, 4, 4] and row["dtype"] == "float32"
+    assert set(row["decode_s"]) == {"median", "min", "max", "n"} and row["decode_s"]["n"] == 1
+    assert row["decode_s"]["min"] <= row["decode_s"]["median"] <= row["decode_s"]["max"]
+    assert row["peak_rss_mb"] > 0
+    assert row["device_memory_mb"] is None or isinstance(row["device_memory_mb"], NUMBER)
+
+  torch_row = rows.pop("torch")
+  assert torch_row["compile_s"] is None and torch_row["cache_load_s"] is None and torch_row["max_abs_err"] is None
+  for row in rows.values():  # the JAX paths
+    assert isinstance(row["compile_s"], float) and row["compile_s"] > 0
+    # T=2 is one frame step: decode runs only the first-step program.
+    assert row["programs"] == {"first": 1, "steady": 0}
+    assert set(row["compile_breakdown_s"]["first"]) == {"trace_lower", "compile"}
+    assert row["compile_breakdown_s"]["steady"] is None
+    parts = row["cache_load_breakdown_s"]
+    assert set(parts) == {"imports", "weights", "trace_lower", "cache_fetch", "first_run"}
+    assert all(isinstance(v, float) and v >= 0 for v in parts.values())
+    assert row["cache_load_s"] == pytest.approx(sum(parts.values()))
+    assert row["flops"] > 0 and row["flops_fraction_of_matmul"] > 0
+    assert row["max_abs_err"] <= 1e-4, row["path"]
+    assert row["notes"] == []
+
+  assert "| path |" in proc.stdout and "torchax" in proc.stdout  # the Markdown table
+
+
+def test_warm_start_hits_the_cache(single_device_run):
+  paths, out, _ = single_device_run
+  rows = [r for r in json.loads((out / "results.json").read_text())["results"] if r["path"] != "torch"]
+  for row in rows:
+    assert row["cache_hit"] is True, row["path"]
+    assert row["cache_new_files"] == 0, row["path"]
+
+
+def test_simulated_devices(tiny_dir, tmp_path):
+  args = ["--latent", TINY_LATENT, "--repeats", "1", "--paths", "torchax", "--mesh", "dp=2,tp=2"]
+  proc = run_bench("--model", str(tiny_dir), *args, out=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "results.json").read_text())
+  assert report["meta"]["simulated"] is True and report["meta"]["device_count"] == 4
+  assert report["meta"]["mesh"] == "dp=2,tp=2"
+  (row,) = report["results"]
+  assert row["mesh"] == "dp=2,tp=2" and row["error"] is None and row["cache_hit"] is True
+
+
+@pytest.mark.parametrize(
+  ("args", "message"),
+  [
+    (["--mesh", "dp=two"], "--mesh"),
+    (["--mesh", "xx=2"], "unknown axis"),
+    (["--paths", "torchax,jaxx"], "unknown path"),
+    (["--latent", "1,4,2,4"], "--latent"),
+    (["--latent", "1,4,0,4,4"], "positive integers"),
+    (["--latent", "1,16,2,4,4"], "has 4 latent channels"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--repeats", "0"], "--repeats"),
+  ],
+)
+def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, args, message):
+  args = ["--model", str(tiny_dir), "--latent", TINY_LATENT, *args]  # later flags override
+  proc = run_bench(*args, out=tmp_path / "out")
+  assert proc.returncode == 2, proc.stderr
+  assert message in proc.stderr
+  assert not (tmp_path / "out").exists()  # nothing measured, nothing written
+
+
+def test_mesh_larger_than_an_accelerator_is_refused(tiny_dir, monkeypatch):
+  # No accelerator here: stand in for one that has 4 devices.
+  host = {"ok": True, "platform": "tpu", "device_kind": "TPU v6e", "device_count": 4}
+  monkeypatch.setattr(bench, "run_worker", lambda request, env, log=None: host)
+  args = bench.build_parser().parse_args(["--model", str(tiny_dir), "--latent", TINY_LATENT, "--mesh", "dp=2,tp=4"])
+  with pytest.raises(bench.UsageError, match="needs 8 devices, but only 4 tpu"):
+    bench.validate(args)
+
+
+def test_worker_env_sets_exactly_the_mesh_device_count(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_cpu_foo=1")
+  assert bench.worker_env(4)["XLA_FLAGS"].split() == ["--xla_cpu_foo=1", "--xla_force_host_platform_device_count=4"]
+  assert bench.worker_env(1)["XLA_FLAGS"].split() == ["--xla_cpu_foo=1"]
+
+
+def test_unavailable_path_is_reported_not_raised(monkeypatch, capfd):
+  monkeypatch.setitem(worker.JAX_PATHS, "native_flax", ("no_such_package_for_the_bench", ()))
+  request = {"kind": "jax", "phase": "cold", "path": "native_flax", "spawned_at": 0.0}
+  assert worker.main(["--json-args", json.dumps(request)]) == 1
+  result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])
+  assert result["ok"] is False and result["unavailable"] is True
+  assert result["error"].startswith("native_flax path unavailable: import failed")
+
+
+def test_program_runs_follow_diffusers_frame_batching():
+  assert worker.program_runs(2) == {"first": 1, "steady": 0}
+  assert worker.program_runs(3) == {"first": 1, "steady": 0}
+  assert worker.program_runs(13) == {"first": 1, "steady": 5}
+
+
+def test_markdown_table_shows_a_failed_path():
+  row = bench.empty_record("native_flax", None, (1, 4, 2, 4, 4), "float32")
+  row["error"] = "native_flax path unavailable: import failed: ImportError: x"
+  table = bench.markdown_table([row])
+  assert "failed: native_flax path unavailable" in table
+  assert len(table.splitlines()) == 3  # header, rule, the row
