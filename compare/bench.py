@@ -8,8 +8,11 @@ path and latent length T:
 
   torch        diffusers eager decode; its output is the reference the JAX paths are compared to
   JAX, cold    an empty compile cache: trace+lower and XLA compile of the step programs, timed apart
-  JAX, warm    a second process on the now filled cache: process start -> first output, split into
-               imports / weights / trace_lower / cache_fetch / first_run; then the decode latency
+  JAX, warm    a second process on the now filled JAX persistent cache (stored executables ignored):
+               process start -> first output, split into imports / weights / trace_lower /
+               cache_fetch / first_run; then the decode latency
+  JAX, exe     a third process starting from the serialized executables the cold process stored:
+               the same split, where trace_lower is 0 and cache_fetch is the deserialization
 
 Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
 All arguments are checked before any measurement; a bad one exits with status 2. A measurement
@@ -242,22 +245,29 @@ def measure_torch(plan: Plan, shape: tuple[int, ...]) -> tuple[dict, Path | None
   return record, reference
 
 
+PHASES = {
+  "cold": "empty compile cache",
+  "warm": "JAX persistent cache filled: trace + lower, then fetch",
+  "warm_exe": "serialized executables: no trace, no lower",
+}
+
+
 def measure_jax(plan: Plan, path: str, shape: tuple[int, ...], reference: Path | None, caches: Path) -> dict:
-  """A cold (empty cache) then a warm (same cache, now filled) process for one JAX path and shape."""
+  """A cold (empty cache) then two warm processes (JAX cache; stored executables) for one path and shape."""
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
              "reference": str(reference) if reference else None}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype)
   results = {}
-  for phase in ("cold", "warm"):
-    progress(f"{path} T={shape[2]}: {phase} start ({'empty' if phase == 'cold' else 'filled'} compile cache)")
+  for phase in ("cold", "warm", "warm_exe"):
+    progress(f"{path} T={shape[2]}: {phase} start ({PHASES[phase]})")
     log = plan.out / "logs" / f"{path}-T{shape[2]}-{phase}.log"
     results[phase] = run_worker({**request, "phase": phase}, plan.env, log)
     if not results[phase].get("ok"):
       progress(f"{path} T={shape[2]}: {results[phase]['error'].splitlines()[0]}")
       return {**record, "error": results[phase]["error"]}
-  return fill_jax_record(record, results["cold"], results["warm"])
+  return fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"])
 
 
 def empty_record(path: str, mesh: str | None, shape: tuple, dtype: str) -> dict:
@@ -265,14 +275,15 @@ def empty_record(path: str, mesh: str | None, shape: tuple, dtype: str) -> dict:
   return {
     "path": path, "mesh": mesh, "latent_shape": list(shape), "dtype": dtype,
     "compile_s": None, "compile_breakdown_s": None, "cache_load_s": None, "cache_load_breakdown_s": None,
+    "exe_load_s": None, "exe_load_breakdown_s": None, "exe_hit": None,
     "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None, "flops": None,
     "flops_fraction_of_matmul": None, "max_abs_err": None, "programs": None, "cold_start_breakdown_s": None,
     "notes": [], "error": None,
   }  # fmt: skip
 
 
-def fill_jax_record(record: dict, cold: dict, warm: dict) -> dict:
-  """Merges the cold and warm workers' results into one row (see the module doc for the phases)."""
+def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dict:
+  """Merges the cold and both warm workers' results into one row (see the module doc for the phases)."""
   breakdown = {
     name: None if times is None else {"trace_lower": times["trace_lower"], "compile": times["compile"]}
     for name, times in cold["breakdown"].items()
@@ -285,6 +296,9 @@ def fill_jax_record(record: dict, cold: dict, warm: dict) -> dict:
     cache_load_breakdown_s=warm["start_breakdown_s"],
     cold_start_breakdown_s=cold["start_breakdown_s"],
     cache_hit=warm["cache_hit"],
+    exe_load_s=sum(warm_exe["start_breakdown_s"].values()),
+    exe_load_breakdown_s=warm_exe["start_breakdown_s"],
+    exe_hit=warm_exe["deserialized"],
     cache_new_files=len(warm["cache_new_files"]),
     decode_s=warm["decode_s"],
     peak_rss_mb=warm["peak_rss_mb"],
@@ -293,7 +307,7 @@ def fill_jax_record(record: dict, cold: dict, warm: dict) -> dict:
     flops=cold["flops"],
     max_abs_err=warm.get("max_abs_err"),
     programs=cold["programs"],
-    notes=cold["notes"] + warm["notes"],
+    notes=cold["notes"] + warm["notes"] + warm_exe["notes"],
   )
   if not warm["cache_hit"]:
     record["notes"].append(
@@ -350,7 +364,7 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
   return "–" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("path", "latent", "compile s", "warm start s", "cache hit", "decode s (median)", "peak RSS MB",
+TABLE_COLUMNS = ("path", "latent", "compile s", "warm start s", "cache hit", "warm start (exe) s", "decode s (median)", "peak RSS MB",
                  "GFLOP", "of matmul", "max abs err")  # fmt: skip
 
 
@@ -367,6 +381,7 @@ def table_cells(r: dict) -> list[str]:
     fmt(r["compile_s"]),
     fmt(r["cache_load_s"]),
     {None: "–", True: "yes", False: "NO"}[r["cache_hit"]],
+    fmt(r["exe_load_s"]) + ("" if r["exe_hit"] in (None, True) else " (miss)"),
     fmt(r["decode_s"] and r["decode_s"]["median"], ".3f"),
     fmt(r["peak_rss_mb"], ".0f"),
     fmt(r["flops"] and r["flops"] / 1e9, ".1f"),
@@ -395,7 +410,8 @@ def plot(results: list[dict], path: Path) -> bool:
   colors = {"torch": "tab:blue", "torchax": "tab:orange", "native_flax": "tab:green"}
   panels = [
     ("cold compile (s)", [r["compile_s"] for r in rows]),
-    ("warm start (s)", [r["cache_load_s"] for r in rows]),
+    ("warm start, JAX cache (s)", [r["cache_load_s"] for r in rows]),
+    ("warm start, executables (s)", [r["exe_load_s"] for r in rows]),
     ("decode, median (s)", [r["decode_s"]["median"] if r["decode_s"] else None for r in rows]),
   ]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))

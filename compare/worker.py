@@ -9,8 +9,10 @@ leaks from one measurement into the next. Kinds:
            the reference ``.npy`` the JAX paths are compared against
   jax      one JAX path (``torchax`` | ``native_flax``) from process start to first output, with the
            compile cache dir it is given. ``phase="cold"`` (empty cache): compile times and FLOPs.
-           ``phase="warm"`` (cache filled by the cold process): whether the cache was hit, then
-           decode latency, memory and the error against the reference.
+           ``phase="warm"`` (cache filled by the cold process, stored executables ignored): whether
+           the cache was hit, then decode latency, memory and the error against the reference.
+           ``phase="warm_exe"``: warm start from the serialized executables the cold process stored
+           (no tracing, no lowering).
 
 Prints exactly one JSON line on stdout, ``{"ok": true, …}`` or ``{"ok": false, "error": …}``; all
 other output (library chatter included, even from C) goes to stderr.
@@ -179,26 +181,31 @@ def import_path(path: str):
   return package
 
 
-def lower_and_compile(jitted, args: tuple, log: CompilerLog) -> tuple[dict, Any]:
-  """``jitted.lower(*args).compile()`` with the two stages timed apart; notes a persistent-cache hit."""
-  start = time.perf_counter()
-  lowered = jitted.lower(*args)
-  lowered_at = time.perf_counter()
+def obtain_program(runner, label: str, args: tuple, log: CompilerLog) -> tuple[dict, Any]:
+  """The runner's own compiled program for ``args`` (so decode reuses it), with its cost timed.
+
+  Returns ``({"trace_lower", "compile", "cache_hit", "deserialized"}, compiled)``. ``compile`` is
+  the XLA compile — a persistent-cache fetch when the cache is warm — or, for a program loaded as a
+  serialized executable, the deserialization (then ``trace_lower`` is 0).
+  """
+  before = dict(runner.programs.timings)
   with log.window() as messages:
-    compiled = lowered.compile()
-  done = time.perf_counter()
-  hit = any(m.startswith(CACHE_HIT_MESSAGE) for m in messages)
-  return {"trace_lower": lowered_at - start, "compile": done - lowered_at, "cache_hit": hit}, compiled
+    compiled = runner.programs.get(label, runner.step_programs(label.split("_")[0])[label.endswith("steady")], args)
+  spent = {k: runner.programs.timings[k] - before[k] for k in before}
+  deserialized = spent["deserialize"] > 0
+  hit = deserialized or any(m.startswith(CACHE_HIT_MESSAGE) for m in messages)
+  times = {"trace_lower": spent["trace_lower"], "compile": spent["compile"] + spent["deserialize"]}
+  return {**times, "cache_hit": hit, "deserialized": deserialized}, compiled
 
 
 def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
-  """Lowers and compiles the step programs ``runner.decode(z)`` runs, with decode's own arguments.
+  """Obtains the step programs ``runner.decode(z)`` runs, with decode's own arguments.
 
   z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
-  ``"steady"``) ``{"trace_lower", "compile", "cache_hit"}`` s and the ``Compiled``; ``"steady"`` is
-  ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed exactly as decode
-  places them (prepared input sliced to the step; the cache as the first program leaves it), so
-  jit's call path finds these executables afterwards and neither retraces nor recompiles.
+  ``"steady"``) ``{"trace_lower", "compile", "cache_hit", "deserialized"}`` and the program;
+  ``"steady"`` is ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed
+  exactly as decode places them (prepared input sliced to the step; the cache as the first program
+  leaves it), so decode afterwards finds these programs and neither retraces nor recompiles.
   """
   import jax
 
@@ -207,25 +214,23 @@ def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
   start = time.perf_counter()
   x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
   steps = frame_steps(z.shape[2], LATENT_FRAMES_PER_STEP)
-  first, steady = runner.step_programs("decode")
+  first, _ = runner.step_programs("decode")
   breakdown: dict[str, Any] = {"first": None, "steady": None}
   compiled: dict[str, Any] = {}
   first_in = runner._slice_time(x, *steps[0])
   prepare_s = time.perf_counter() - start
-  breakdown["first"], compiled["first"] = lower_and_compile(first, (runner.params, first_in), log)
+  breakdown["first"], compiled["first"] = obtain_program(runner, "decode_first", (runner.params, first_in), log)
   breakdown["first"]["trace_lower"] += prepare_s
   if len(steps) > 1:
     start = time.perf_counter()
-    _, cache = jax.eval_shape(first, runner.params, first_in)  # reuses first's trace: milliseconds
-    if runner.mesh is not None:
-      # The first program's outputs are committed to the mesh; the steady one is compiled for them.
-      # (Without a mesh they are uncommitted, and a sharding here would make a different program.)
-      cache = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled["first"].output_shardings[1]
-      )
+    # The cache's shapes without running the first step; placed as the first program leaves it.
+    _, cache = jax.eval_shape(first, runner.params, first_in)
+    cache = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled["first"].output_shardings[1]
+    )
     cache_shapes_s = time.perf_counter() - start
     steady_in = runner._slice_time(x, *steps[1])
-    breakdown["steady"], compiled["steady"] = lower_and_compile(steady, (runner.params, steady_in, cache), log)
+    breakdown["steady"], compiled["steady"] = obtain_program(runner, "decode_steady", (runner.params, steady_in, cache), log)
     breakdown["steady"]["trace_lower"] += cache_shapes_s
   return breakdown, compiled
 
@@ -281,6 +286,12 @@ def run_jax(args: dict) -> dict:
     raise PathUnavailable(f"{args['path']} path unavailable: load() raised NotImplementedError: {err}") from err
   jax.block_until_ready(runner.params)
   start_s["weights"] = time.perf_counter() - start
+  if args["phase"] != "warm_exe":
+    # Cold: compile (and store executables for warm_exe). Warm: JAX's persistent cache alone, the
+    # warm start most JAX programs get; the stored executables are not looked at.
+    from torchax_vae.core.executables import ExecutableStore
+
+    runner.programs.store = ExecutableStore(None if args["phase"] == "warm" else runner.programs.store.directory)
 
   z = jnp.asarray(latent(args["latent_shape"], args["seed"]))
   breakdown, compiled = compile_decode_programs(runner, z, log)
@@ -321,6 +332,7 @@ def run_jax(args: dict) -> dict:
     "output_shape": list(video.shape),
     "notes": notes,
   }
+  result["deserialized"] = all(breakdown[name]["deserialized"] for name in used)
   if args["phase"] == "warm":
     result.update(steady_latency(runner, z, args["repeats"], args.get("reference")))
     result["device_memory_mb"] = device_memory_mb(devices)

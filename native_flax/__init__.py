@@ -47,7 +47,7 @@ def load(
   """
   from torchax_vae.core import mesh as mesh_lib
   from torchax_vae.core.checkpoint import load_checkpoint
-  from torchax_vae.core.compile_cache import enable_compilation_cache
+  from torchax_vae.core.compile_cache import enable_compilation_cache, executable_dir
   from torchax_vae.core.driver import DTYPES, Runner
 
   from . import backend, convert
@@ -55,10 +55,12 @@ def load(
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   mesh = mesh_lib.make_mesh(mesh)
-  enable_compilation_cache(cache_dir)
+  cache = enable_compilation_cache(cache_dir)
   checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
   model = convert.load_model(checkpoint.weights, checkpoint.config, dtype=dtype, source=str(checkpoint.directory))
   params, steps = backend.make_steps(model)
-  runner = Runner(steps, params, checkpoint.config, mesh=mesh, dtype=dtype, name="native_flax")
+  runner = Runner(
+    steps, params, checkpoint.config, mesh=mesh, dtype=dtype, name="native_flax", executable_dir=executable_dir(cache)
+  )
   runner.model = model
   return runner

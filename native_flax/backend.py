@@ -7,6 +7,7 @@ compiled program is a pure function of ``(params, inputs, conv_cache)``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -35,4 +36,11 @@ def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]
   def encode_step(params: nnx.State, x: jax.Array, conv_cache: Any) -> tuple[jax.Array, Any]:
     return nnx.merge(graphdef, params).encode_step(x, conv_cache)
 
-  return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step)
+  import flax
+
+  from torchax_vae.core.executables import source_digest
+
+  from . import autoencoder_kl_cogvideox
+
+  fingerprint = {"flax": flax.__version__, "source": source_digest(sys.modules[__name__], autoencoder_kl_cogvideox)}
+  return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step, fingerprint=fingerprint)

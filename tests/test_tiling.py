@@ -74,7 +74,7 @@ def test_small_inputs_are_not_tiled(vae):
 
 
 def test_tile_programs_are_reused(tiny_dir, path):
-  vae = loaders()[path](tiny_dir)
+  vae = loaders()[path](tiny_dir, cache_dir=False)  # no stored executables: every program is traced here
   vae.enable_tiling()
   vae.decode(randn(1, 4, 4, 20, 30))  # 2 x 2 tiles of 4 distinct shapes, 2 frame steps each
   first = vae.trace_counts["decode_first"]

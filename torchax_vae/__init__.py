@@ -2,6 +2,9 @@
 
     vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
     video = vae.decode(z)     # as diffusers' vae.decode(z).sample
+    video = torchax_vae.decode_latents(vae, latents)   # as CogVideoXPipeline.decode_latents
+
+Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4`` (see ``--help``).
 
 Importing this package imports neither torch nor torchax (``native_flax`` shares ``core`` and runs
 without PyTorch); :func:`load` pulls them in.
@@ -17,7 +20,16 @@ if TYPE_CHECKING:
 
   from .core.driver import Runner
 
-__all__ = ["load"]
+__all__ = ["decode_latents", "load"]
+
+
+def __getattr__(name: str):
+  # Lazy, so that importing the package stays free of jax as well as torch.
+  if name == "decode_latents":
+    from .pipeline import decode_latents
+
+    return decode_latents
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(
@@ -38,25 +50,35 @@ def load(
     mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
       width on ``tp``, weights replicated.
     cache_dir: JAX persistent compilation cache dir (default ``$TORCHAX_VAE_CACHE_DIR`` or
-      ``~/.cache/torchax_vae/xla``; ``False`` leaves JAX's cache settings alone).
+      ``~/.cache/torchax_vae/xla``; ``False`` leaves JAX's cache settings alone). Compiled step
+      programs are also stored there as serialized executables (``executables/``), so a later
+      process starts without tracing; a stored program that does not fit is recompiled.
     revision: hub revision (branch, tag or commit).
   """
   from . import backend
   from .core import mesh as mesh_lib
   from .core.checkpoint import check_weights, load_checkpoint
-  from .core.compile_cache import enable_compilation_cache
+  from .core.compile_cache import enable_compilation_cache, executable_dir
   from .core.driver import DTYPES, Runner
 
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   mesh = mesh_lib.make_mesh(mesh)
-  enable_compilation_cache(cache_dir)
+  cache = enable_compilation_cache(cache_dir)
   checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
   module = backend.build_module(checkpoint.config)
   check_weights(checkpoint.weights, backend.expected_shapes(module), str(checkpoint.directory))
   params = backend.place_weights(checkpoint.weights, dtype, mesh)
   if mesh is not None:
     backend.add_sharding_hooks(module, mesh)
-  runner = Runner(backend.make_steps(module), params, checkpoint.config, mesh=mesh, dtype=dtype, name="torchax")
+  runner = Runner(
+    backend.make_steps(module),
+    params,
+    checkpoint.config,
+    mesh=mesh,
+    dtype=dtype,
+    name="torchax",
+    executable_dir=executable_dir(cache),
+  )
   runner.module = module  # the diffusers module the steps run (meta weights; for inspection)
   return runner

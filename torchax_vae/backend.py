@@ -7,6 +7,7 @@ added from outside with forward hooks, and the driver (``core.driver``) jits and
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import jax
@@ -45,7 +46,8 @@ def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict
   """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given."""
   target = DTYPES[dtype]
   sharding = mesh_lib.replicated(mesh)
-  return {k: jax.device_put(np.asarray(v).astype(target), sharding) for k, v in weights.items()}
+  # mesh_lib.put: on a mesh over several processes each fills its own devices, with no cross-process check.
+  return {k: mesh_lib.put(np.asarray(v).astype(target), sharding) for k, v in weights.items()}
 
 
 def drop_unread_caches(module: torch.nn.Module) -> list:
@@ -173,4 +175,17 @@ def make_steps(module: torch.nn.Module) -> StepFunctions:
 
     return pure
 
-  return StepFunctions(layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step))
+  import diffusers
+
+  from . import _torchax_compat
+  from .core.executables import source_digest
+
+  fingerprint = {
+    "torch": torch.__version__,
+    "torchax": torchax.__version__,
+    "diffusers": diffusers.__version__,
+    "source": source_digest(sys.modules[__name__], _torchax_compat, cogvideox),
+  }
+  return StepFunctions(
+    layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint
+  )

@@ -60,6 +60,11 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
   return directory
 
 
+def executable_dir(cache_dir: Path | None) -> Path | None:
+  """Where serialized step executables live: beside JAX's cache entries (``None`` when caching is off)."""
+  return None if cache_dir is None else cache_dir / "executables"
+
+
 def _reset_jax_cache() -> None:
   # JAX opens its cache once per process; a new directory needs it reopened.
   try:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from . import kinds
+from . import executables, kinds
 from . import mesh as mesh_lib
 from .checkpoint import CogVideoXVAEConfig
 
@@ -46,6 +47,9 @@ class StepFunctions:
   layout: str  # "BCTHW" or "BTHWC"
   decode_step: StepFn  # (params, z (B,·,T_step,·,·), cache | None) -> (video, cache)
   encode_step: StepFn  # (params, x, cache | None) -> (moments: mean ‖ logvar on channels, cache)
+  # What the compiled programs depend on besides config, dtype and inputs (package versions, a
+  # digest of the step code): part of the key of stored executables.
+  fingerprint: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def frame_steps(num_frames: int, per_step: int) -> list[tuple[int, int]]:
@@ -139,6 +143,8 @@ class Runner:
     mesh: ``None``, a ``Mesh`` or a spec such as ``"dp=2,tp=4"``.
     dtype: ``"float32"`` or ``"bfloat16"``; inputs are cast to it, outputs come back in it.
     name: the path's name, for messages.
+    executable_dir: where compiled step programs are stored as serialized executables and found
+      again by later processes (warm start without tracing); ``None``: memory only.
   """
 
   def __init__(
@@ -150,6 +156,7 @@ class Runner:
     mesh: Mesh | str | None = None,
     dtype: str = "float32",
     name: str = "vae",
+    executable_dir: str | os.PathLike | None = None,
   ):
     if dtype not in DTYPES:
       raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -159,11 +166,18 @@ class Runner:
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
     self.name = name
-    self.params = jax.device_put(params, mesh_lib.replicated(self.mesh)) if self.mesh is not None else params
+    if self.mesh is not None:  # mesh_lib.put: also under multi-controller JAX (a mesh over several processes)
+      params = jax.tree.map(functools.partial(mesh_lib.put, sharding=mesh_lib.replicated(self.mesh)), params)
+    self.params = params
     self._activation = mesh_lib.activation_sharding(self.mesh, steps.layout)
     # How often each step function was traced: a retrace means a new program was built.
     self.trace_counts: Counter[str] = Counter()
-    self._lock = threading.Lock()
+    self.programs = executables.Programs(
+      dict(steps.fingerprint, name=name, config=config.to_dict(), dtype=dtype, mesh=mesh_lib.describe(self.mesh),
+           driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib)),
+      executables.ExecutableStore(executable_dir),
+      devices=list(self.mesh.devices.flat) if self.mesh is not None else [jax.devices()[0]],
+    )
     self.tiling: Tiling | None = None
     self._jitted = {
       "decode_first": self._jit_step(steps.decode_step, "decode_first", first=True),
@@ -219,19 +233,30 @@ class Runner:
 
   # --- the frame-step walk ---------------------------------------------------------------------
 
-  def _walk(self, kind: str, x: jax.Array, per_step: int) -> Iterator[jax.Array]:
-    first, steady = self.step_programs(kind)
+  def _walk(
+    self, kind: str, x: jax.Array, per_step: int, tick: Callable[[], None] | None = None
+  ) -> Iterator[jax.Array]:
     cache = None
     for start, end in frame_steps(x.shape[self._time_axis()], per_step):
       chunk = self._slice_time(x, start, end)
       if cache is None:
-        out, cache = first(self.params, chunk)
+        out, cache = self._call(f"{kind}_first", self.params, chunk)
       else:
-        out, cache = steady(self.params, chunk, cache)
+        out, cache = self._call(f"{kind}_steady", self.params, chunk, cache)
+      if tick is not None:  # report a finished step, not a dispatched one
+        jax.block_until_ready(out)
+        tick()
       yield out
 
-  def _run(self, kind: str, x: jax.Array, per_step: int) -> jax.Array:
-    outputs = list(self._walk(kind, x, per_step))
+  def _call(self, label: str, *args):
+    """Runs the compiled program for these inputs, compiling or loading it on first use."""
+    return self.programs.get(label, self._jitted[label], args)(*args)
+
+  def _run(
+    self, kind: str, x: jax.Array, per_step: int, progress: Callable[[int, int], None] | None = None
+  ) -> jax.Array:
+    tick = _ticker(progress, len(frame_steps(x.shape[self._time_axis()], per_step)))
+    outputs = list(self._walk(kind, x, per_step, tick))
     out = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
     return self._from_backend_layout(out)
 
@@ -239,7 +264,7 @@ class Runner:
     array = self._to_backend_layout(array.astype(self.compute_dtype))
     if self.mesh is not None:
       sharding = self._activation if kinds.divides(array.shape, self._activation) else mesh_lib.replicated(self.mesh)
-      array = jax.device_put(array, sharding)
+      array = mesh_lib.put(array, sharding)
     return array
 
   # --- tiles ----------------------------------------------------------------------------------
@@ -266,19 +291,23 @@ class Runner:
   def _spatial_axes(self) -> tuple[int, int]:
     return (3, 4) if self.steps.layout == "BCTHW" else (2, 3)
 
-  def _run_tiled(self, kind: str, x: jax.Array, per_step: int, grid: _TileGrid) -> jax.Array:
+  def _run_tiled(
+    self, kind: str, x: jax.Array, per_step: int, grid: _TileGrid, progress: Callable[[int, int], None] | None = None
+  ) -> jax.Array:
     """diffusers' ``tiled_decode``/``tiled_encode``: overlapping tiles, each walked through the
     frame steps, blended into their upper and left neighbours (blended in place, as diffusers
     does), cropped and stitched. Tiles of one shape share one compiled program per step kind."""
     h_axis, w_axis = self._spatial_axes()
     height, width = x.shape[h_axis], x.shape[w_axis]
+    num_tiles = len(range(0, height, grid.stride[0])) * len(range(0, width, grid.stride[1]))
+    tick = _ticker(progress, num_tiles * len(frame_steps(x.shape[self._time_axis()], per_step)))
     rows = []
     for i in range(0, height, grid.stride[0]):
       row = []
       for j in range(0, width, grid.stride[1]):
         tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
         tile = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
-        outputs = list(self._walk(kind, tile, per_step))
+        outputs = list(self._walk(kind, tile, per_step, tick))
         tile_out = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
         if rows:
           tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
@@ -293,11 +322,12 @@ class Runner:
 
   # --- public API ------------------------------------------------------------------------------
 
-  def decode(self, z: Any, *, check_finite: bool = True) -> Any:
+  def decode(self, z: Any, *, check_finite: bool = True, progress: Callable[[int, int], None] | None = None) -> Any:
     """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, 8H, 8W)``, as diffusers' ``vae.decode(z).sample``.
 
     No latent scaling is applied. ``z`` may be a torch tensor, numpy array or ``jax.Array``; the
     result is of the same kind (a ``jax.Array`` stays on device), in the model's dtype.
+    ``progress(done, total)``, if given, is called after each frame step (of each tile) has run.
     """
     array, kind = kinds.to_jax(z, "z")
     kinds.validate_video(array, "z", channels=self.config.latent_channels, channel_name="latent channels")
@@ -307,9 +337,9 @@ class Runner:
     latent_tile = None if self.tiling is None else _TileGrid.for_decode(self.tiling, self.config.spatial_compression)
     # diffusers tiles only when the latent is larger than one tile.
     if latent_tile is not None and (array.shape[3] > latent_tile.tile[0] or array.shape[4] > latent_tile.tile[1]):
-      out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile)
+      out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile, progress)
     else:
-      out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP)
+      out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP, progress)
     return kinds.from_jax(out, kind)
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
@@ -330,6 +360,20 @@ class Runner:
       moments = self._run("encode", prepared, SAMPLE_FRAMES_PER_STEP)
     latents = _posterior(moments, key)
     return kinds.from_jax(latents, kind)
+
+
+def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:
+  """``progress(done, total)`` as a no-argument callback counting the steps done."""
+  if progress is None:
+    return None
+  done = 0
+
+  def tick() -> None:
+    nonlocal done
+    done += 1
+    progress(done, total)
+
+  return tick
 
 
 @functools.partial(jax.jit, static_argnames=("extent", "axis"))

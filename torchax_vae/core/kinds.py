@@ -40,7 +40,14 @@ def to_jax(value: Any, name: str) -> tuple[jax.Array, str]:
 def from_jax(array: jax.Array, kind: str) -> Any:
   if kind == JAX:
     return array
-  host = np.asarray(jax.device_get(array))
+  if array.is_fully_addressable:
+    host = np.asarray(jax.device_get(array))
+  else:
+    # Multi-controller JAX: the array spans other processes' devices. Every process gets the whole
+    # value; this is a collective, so every process must reach it (they all run the same decode).
+    from jax.experimental import multihost_utils
+
+    host = np.asarray(multihost_utils.process_allgather(array, tiled=True))
   if kind == NUMPY:
     return host
   torch = _torch_module()

@@ -2,6 +2,12 @@
 
 Batch is split on ``dp``, width on ``tp``; weights are replicated; time is never split (the causal
 conv cache makes time sequential, so splitting it buys nothing and costs transfers).
+
+Multi-controller JAX (``jax.distributed.initialize``, one process per host): ``jax.devices()`` lists
+every process's devices, so the mesh spans all of them; :func:`make_mesh` takes the same number of
+devices from each process, process-major, so the first axis written (``dp`` in ``"dp=2,tp=4"``) is
+the one split across processes. :func:`put` places host data that every process holds in full (the
+same latents file, the same weights) on such a mesh without a cross-process transfer.
 """
 
 from __future__ import annotations
@@ -63,8 +69,43 @@ def make_mesh(mesh: Mesh | str | None, devices: list | None = None) -> Mesh | No
       "on a CPU host, simulate more with XLA_FLAGS=--xla_force_host_platform_device_count=N set before jax is imported"
     )
   names = tuple(sizes)
-  grid = np.asarray(devices[:needed], dtype=object).reshape(tuple(sizes[n] for n in names))
+  grid = np.asarray(_pick_devices(devices, needed, mesh), dtype=object).reshape(tuple(sizes[n] for n in names))
   return Mesh(grid, names)
+
+
+def _pick_devices(devices: list, needed: int, spec: str) -> list:
+  """The first ``needed`` devices; with several processes, ``needed / processes`` of each, process-major."""
+  processes = sorted({d.process_index for d in devices})
+  if len(processes) == 1:
+    return devices[:needed]
+  if needed % len(processes):
+    raise MeshError(
+      f"mesh {spec!r} needs {needed} devices; under multi-controller JAX every one of the {len(processes)} "
+      f"processes must contribute the same number, so the mesh size must be a multiple of {len(processes)}"
+    )
+  per_process = needed // len(processes)
+  picked = []
+  for process in processes:
+    local = [d for d in devices if d.process_index == process]
+    if len(local) < per_process:
+      raise MeshError(f"mesh {spec!r} needs {per_process} devices in each process; process {process} has {len(local)}")
+    picked += local[:per_process]
+  return picked
+
+
+def put(value, sharding):
+  """``jax.device_put(value, sharding)`` that also works when ``sharding`` spans several processes.
+
+  There, host data (numpy, or an array on this process's devices) is taken to be the whole global
+  value, identical on every process — each process fills its own shards from it, with no
+  communication (``jax.device_put`` would compare the value across processes first).
+  """
+  if sharding is None or sharding.is_fully_addressable:
+    return jax.device_put(value, sharding)
+  if isinstance(value, jax.Array) and not value.is_fully_addressable:  # already global: a reshard
+    return jax.device_put(value, sharding)
+  host = np.asarray(value)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def activation_spec(mesh: Mesh | None, layout: str) -> PartitionSpec:

@@ -1,0 +1,70 @@
+"""Warm start from serialized executables: round trip across fresh processes, and every fallback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import PATHS
+
+SCRIPT = """
+import json, sys, warnings
+import numpy as np
+import {module}
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+  vae = {module}.load(sys.argv[1], cache_dir=sys.argv[2], dtype=sys.argv[3])
+  z = np.random.default_rng(0).standard_normal((1, 4, int(sys.argv[4]), 4, 6), dtype=np.float32)
+  out = vae.decode(z)
+np.save(sys.argv[5], np.asarray(out, dtype=np.float32))
+print(json.dumps({{"sources": vae.programs.sources, "traces": dict(vae.trace_counts),
+                  "warnings": [str(w.message) for w in caught if "executable" in str(w.message)]}}))
+"""
+
+
+def _run(path, tiny_dir, cache, tmp_path, *, dtype="float32", frames=3, name="out"):
+  module = "torchax_vae" if path == "torchax" else "native_flax"
+  out = tmp_path / f"{name}.npy"
+  result = subprocess.run(
+    [sys.executable, "-c", SCRIPT.format(module=module), str(tiny_dir), str(cache), dtype, str(frames), str(out)],
+    capture_output=True, text=True, check=True,
+  )
+  return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_round_trip_and_fallbacks(path, tiny_dir, tmp_path):
+  cache = tmp_path / "cache"
+  cold, expected = _run(path, tiny_dir, cache, tmp_path, name="cold")
+  assert cold["sources"] == {"compiled": 1, "deserialized": 0} and cold["traces"] == {"decode_first": 1}
+  stored = list((cache / "executables").glob("*.exe"))
+  assert len(stored) == 1
+
+  # A fresh process loads the executable: no tracing, no compiling, the same result.
+  warm, out = _run(path, tiny_dir, cache, tmp_path, name="warm")
+  assert warm["sources"] == {"compiled": 0, "deserialized": 1} and warm["traces"] == {}
+  np.testing.assert_array_equal(out, expected)
+
+  # Other inputs or dtype: other keys, compiled (and stored) anew.
+  other, _ = _run(path, tiny_dir, cache, tmp_path, frames=2, name="other")
+  assert other["sources"] == {"compiled": 1, "deserialized": 0}
+  bf16, _ = _run(path, tiny_dir, cache, tmp_path, dtype="bfloat16", name="bf16")
+  assert bf16["sources"] == {"compiled": 1, "deserialized": 0}
+
+  # An entry that does not fit its key (here: another program's file under this name) is refused.
+  entries = sorted((cache / "executables").glob("*.exe"), key=lambda p: p.stat().st_mtime)
+  entries[0].write_bytes(entries[-1].read_bytes())
+  mismatched, out = _run(path, tiny_dir, cache, tmp_path, name="mismatched")
+  assert mismatched["sources"] == {"compiled": 1, "deserialized": 0}
+  assert any("built for other inputs" in w for w in mismatched["warnings"])
+  np.testing.assert_array_equal(out, expected)
+
+  # A corrupt entry: a warning, then a compile.
+  entries[0].write_bytes(b"not an executable")
+  corrupt, out = _run(path, tiny_dir, cache, tmp_path, name="corrupt")
+  assert corrupt["sources"] == {"compiled": 1, "deserialized": 0}
+  assert any("could not be used" in w for w in corrupt["warnings"])
+  np.testing.assert_array_equal(out, expected)

@@ -1,0 +1,156 @@
+"""Compiled step programs: built once per input signature, kept in memory and (optionally) on disk.
+
+A hit in JAX's persistent compilation cache still pays Python tracing and lowering (seconds for
+torchax, which runs the whole PyTorch module on tracers). A serialized executable skips both: a warm
+start deserializes it directly. The store is keyed by everything the program depends on — the
+backend's fingerprint (its package versions and source), model config, dtype, program label, the
+abstract signature of the inputs (shapes, dtypes, shardings, devices), jax/jaxlib version and the
+backend's platform — and any failure to use a stored executable falls back to compiling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jaxlib
+
+FORMAT_VERSION = 1
+
+
+def source_digest(*modules) -> str:
+  """Hash of the source files of ``modules``: a stored program is stale once its code changes."""
+  digest = hashlib.sha256()
+  for module in modules:
+    digest.update(Path(module.__file__).read_bytes())
+  return digest.hexdigest()[:16]
+
+
+def signature(args: tuple) -> tuple:
+  """Abstract signature of a call: tree structure, and shape/dtype/sharding/devices of each leaf."""
+  leaves, tree = jax.tree.flatten(args)
+  described = []
+  for leaf in leaves:
+    sharding = getattr(leaf, "sharding", None)
+    devices = tuple(sorted(d.id for d in sharding.device_set)) if sharding is not None else ()
+    described.append((tuple(leaf.shape), str(leaf.dtype), repr(sharding), devices))
+  return (str(tree), tuple(described))
+
+
+class ExecutableStore:
+  """A directory of serialized executables (``None`` directory: memory only)."""
+
+  def __init__(self, directory: str | os.PathLike | None):
+    self.directory = Path(directory) if directory is not None else None
+
+  def _path(self, key: str) -> Path:
+    assert self.directory is not None
+    return self.directory / f"{key}.exe"
+
+  def load(self, key: str, in_tree, sig: tuple, devices: list) -> Callable | None:
+    if self.directory is None:
+      return None
+    path = self._path(key)
+    if not path.is_file():
+      return None
+    from jax.experimental import serialize_executable
+
+    try:
+      with path.open("rb") as handle:
+        payload = pickle.load(handle)
+      if payload.get("format") != FORMAT_VERSION or payload.get("signature") != repr(sig):
+        warnings.warn(f"stored executable {path.name} was built for other inputs; compiling", stacklevel=4)
+        return None
+      # Without execution_devices the program would be loaded for every visible device, and a
+      # one-device (or smaller-mesh) program then refuses its inputs.
+      return serialize_executable.deserialize_and_load(
+        payload["executable"], in_tree, payload["out_tree"], execution_devices=devices
+      )
+    except Exception as err:  # noqa: BLE001 — any unusable entry means: compile instead
+      warnings.warn(f"stored executable {path.name} could not be used ({type(err).__name__}: {err}); compiling", stacklevel=4)
+      return None
+
+  def save(self, key: str, compiled, sig: tuple) -> None:
+    if self.directory is None:
+      return
+    from jax.experimental import serialize_executable
+
+    try:
+      executable, _, out_tree = serialize_executable.serialize(compiled)
+      self.directory.mkdir(parents=True, exist_ok=True)
+      payload = {"format": FORMAT_VERSION, "signature": repr(sig), "executable": executable, "out_tree": out_tree}
+      # Written whole under a temporary name, then renamed: a reader never sees half a file.
+      fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+      with os.fdopen(fd, "wb") as handle:
+        pickle.dump(payload, handle)
+      os.replace(tmp, self._path(key))
+    except Exception as err:  # noqa: BLE001 — a store that cannot be written only costs a later compile
+      warnings.warn(f"could not store a compiled executable in {self.directory}: {type(err).__name__}: {err}", stacklevel=4)
+
+
+class Programs:
+  """The compiled programs of one runner: memory first, then the store, then lower + compile.
+
+  ``timings`` accumulates seconds per phase (``trace_lower``, ``compile``, ``deserialize``) and
+  ``sources`` counts where each program came from (``compiled``, ``deserialized``).
+  """
+
+  def __init__(self, fingerprint: dict[str, Any], store: ExecutableStore, devices: list):
+    self.fingerprint = json.dumps(
+      dict(
+        fingerprint,
+        format=FORMAT_VERSION,
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        platform=jax.default_backend(),
+        device_kind=jax.devices()[0].device_kind,
+        device_count=jax.device_count(),
+        process_count=jax.process_count(),
+        devices=[d.id for d in devices],
+      ),
+      sort_keys=True,
+      default=str,
+    )
+    self.store = store
+    self.devices = devices  # the programs' device assignment (mesh order)
+    self._compiled: dict[tuple, Callable] = {}
+    self.timings = {"trace_lower": 0.0, "compile": 0.0, "deserialize": 0.0}
+    self.sources = {"compiled": 0, "deserialized": 0}
+
+  def key(self, label: str, sig: tuple) -> str:
+    return hashlib.sha256(f"{self.fingerprint}|{label}|{sig}".encode()).hexdigest()[:32]
+
+  def get(self, label: str, jitted, args: tuple) -> Callable:
+    sig = signature(args)
+    compiled = self._compiled.get((label, sig))
+    if compiled is None:
+      compiled = self._obtain(label, jitted, args, sig)
+      self._compiled[(label, sig)] = compiled
+    return compiled
+
+  def _obtain(self, label: str, jitted, args: tuple, sig: tuple) -> Callable:
+    key = self.key(label, sig)
+    start = time.perf_counter()
+    compiled = self.store.load(key, jax.tree.structure((args, {})), sig, self.devices)
+    if compiled is not None:
+      self.timings["deserialize"] += time.perf_counter() - start
+      self.sources["deserialized"] += 1
+      return compiled
+    start = time.perf_counter()
+    lowered = jitted.lower(*args)
+    self.timings["trace_lower"] += time.perf_counter() - start
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    self.timings["compile"] += time.perf_counter() - start
+    self.sources["compiled"] += 1
+    self.store.save(key, compiled, sig)
+    return compiled

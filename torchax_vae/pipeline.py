@@ -1,0 +1,284 @@
+"""From a CogVideoX pipeline's latents to MP4 files, exactly as diffusers gets from latents to frames.
+
+    vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae")
+    video = torchax_vae.decode_latents(vae, latents)      # CogVideoXPipeline.decode_latents
+    frames = to_uint8_frames(video)                       # VideoProcessor.postprocess_video, as uint8
+    write_mp4(frames[0], "out.mp4", fps=8)
+
+Scaling (diffusers 0.42, ``pipelines/cogvideo/pipeline_cogvideox.py``; CogVideoX 1.5 runs through the
+same ``CogVideoXPipeline`` class, and the image-to-video, video-to-video and fun-control pipelines
+decode the same way): ``latents.permute(0, 2, 1, 3, 4)``, then ``1 / vae.config.scaling_factor *
+latents``, then ``vae.decode(latents).sample``. ``invert_scale_latents`` (True for 1.5) does not enter
+decoding: diffusers reads it only when it *encodes* an image for image-to-video
+(``pipeline_cogvideox_image2video.prepare_latents``). ``shift_factor`` is not used by these pipelines.
+
+Nothing here imports torch: a ``.pt`` file is read with torch (imported then), a torch tensor in
+gives a torch tensor out, as everywhere in this package.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .core import kinds
+
+PIPELINE_LAYOUT = "BTCHW"  # what CogVideoXPipeline(..., output_type="latent") returns
+VAE_LAYOUT = "BCTHW"  # what the VAE's decode takes
+LAYOUTS = (PIPELINE_LAYOUT, VAE_LAYOUT)
+LATENT_SUFFIXES = (".safetensors", ".npy", ".pt", ".pth")
+# Keys a dict-valued .safetensors/.pt file may hold the latents under (else: its only tensor).
+LATENT_KEYS = ("latents", "frames", "latent")
+
+
+class LatentsError(ValueError):
+  """A latents file or tensor that cannot be decoded (format, rank, channels)."""
+
+
+class OutputPathError(ValueError):
+  """An output path that is not an .mp4 or cannot be written."""
+
+
+# --- latents in -----------------------------------------------------------------------------------
+
+
+def load_latents(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
+  """Reads latents from ``.safetensors``, ``.npy`` or ``.pt``/``.pth``; returns a numpy array.
+
+  A file holding several tensors needs ``key`` unless one of them is named ``latents``/``frames``.
+  A ``.pt`` file is read with ``torch.load(weights_only=True)``: a tensor, a dict of tensors, or a
+  tuple/list with one tensor (``pipe(..., return_dict=False)``). bfloat16 stays bfloat16.
+  """
+  path = Path(path)
+  suffix = path.suffix.lower()
+  if suffix not in LATENT_SUFFIXES:
+    raise LatentsError(f"{path}: expected a .safetensors, .npy or .pt file, got suffix {path.suffix or '(none)'!r}")
+  if not path.is_file():
+    raise LatentsError(f"{path}: no such file")
+  if suffix == ".npy":
+    try:
+      array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+      raise LatentsError(f"{path}: not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray):
+      raise LatentsError(f"{path}: expected one array, got {type(array).__name__}")
+    return array
+  if suffix == ".safetensors":
+    from safetensors import SafetensorError, safe_open
+
+    try:
+      with safe_open(str(path), framework="numpy") as handle:
+        name = _pick_key(list(handle.keys()), key, path)
+        return handle.get_tensor(name)
+    except (SafetensorError, OSError, TypeError, ValueError) as err:
+      if isinstance(err, LatentsError):
+        raise
+      raise LatentsError(f"{path}: not a readable .safetensors file ({err})") from err
+  return _load_torch(path, key)
+
+
+def _load_torch(path: Path, key: str | None) -> np.ndarray:
+  import pickle
+  import zipfile
+
+  import torch
+
+  try:
+    value = torch.load(path, map_location="cpu", weights_only=True)
+  except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+    raise LatentsError(
+      f"{path}: not a torch file of plain tensors ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+      "save the latents tensor itself, e.g. torch.save(pipe(..., output_type='latent').frames, path)"
+    ) from err
+  if isinstance(value, tuple | list) and len(value) == 1:
+    value = value[0]
+  if isinstance(value, dict):
+    tensors = {k: v for k, v in value.items() if isinstance(v, torch.Tensor)}
+    value = tensors[_pick_key(list(tensors), key, path)]
+  if not isinstance(value, torch.Tensor):
+    raise LatentsError(f"{path}: expected a tensor (or a dict/tuple holding one), got {type(value).__name__}")
+  value = value.detach().cpu()
+  if value.dtype == torch.bfloat16:  # numpy has no bfloat16 of its own; ml_dtypes' is bit-compatible
+    import ml_dtypes
+
+    return value.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return value.numpy()
+
+
+def _pick_key(keys: list[str], key: str | None, path: Path) -> str:
+  if key is not None:
+    if key not in keys:
+      raise LatentsError(f"{path}: no tensor named {key!r}; it holds {sorted(keys)}")
+    return key
+  if len(keys) == 1:
+    return keys[0]
+  for name in LATENT_KEYS:
+    if name in keys:
+      return name
+  raise LatentsError(
+    f"{path}: holds {len(keys)} tensors {sorted(keys)[:8]}; say which one is the latents (--key NAME / key=)"
+  )
+
+
+def check_latents(latents: Any, layout: str, channels: int | None = None) -> None:
+  """Rank, non-empty dims, floating dtype and (if given) the channel count, for ``layout``."""
+  if layout not in LAYOUTS:
+    raise LatentsError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+  shape, dtype = tuple(latents.shape), latents.dtype
+  if len(shape) != 5:
+    raise LatentsError(
+      f"latents: expected 5 dims ({', '.join(layout)}), got shape {shape}"
+      + (" — a single video's latents need a leading batch axis of 1" if len(shape) == 4 else "")
+    )
+  if 0 in shape:
+    raise LatentsError(f"latents: expected non-empty dims, got shape {shape}")
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise LatentsError(f"latents: expected a floating dtype, got {dtype}")
+  axis = layout.index("C")
+  if channels is not None and shape[axis] != channels:
+    other = VAE_LAYOUT if layout == PIPELINE_LAYOUT else PIPELINE_LAYOUT
+    hint = ""
+    if shape[other.index("C")] == channels:
+      hint = f"; it looks like {other} — pass layout={other!r} (--layout {other})"
+    raise LatentsError(f"latents: expected {channels} latent channels on axis {axis} of {layout}, got shape {shape}{hint}")
+
+
+def to_vae_layout(latents: Any, layout: str, channels: int) -> Any:
+  """Checks the latents; ``(B, T, C, H, W)`` -> ``(B, C, T, H, W)`` (a ``jax.Array``)."""
+  array, _ = kinds.to_jax(latents, "latents")
+  check_latents(array, layout, channels)
+  return array if layout == VAE_LAYOUT else jnp.swapaxes(array, 1, 2)
+
+
+def decode_latents(
+  model: Any,
+  latents: Any,
+  *,
+  layout: str = PIPELINE_LAYOUT,
+  scaling_factor: float | None = None,
+  check_finite: bool = True,
+  progress: Callable[[int, int], None] | None = None,
+) -> Any:
+  """diffusers' ``CogVideoXPipeline.decode_latents`` on a JAX runner: latents -> video in ``[-1, 1]``.
+
+  Args:
+    model: a runner from :func:`torchax_vae.load` or :func:`native_flax.load`.
+    latents: what ``CogVideoXPipeline(..., output_type="latent").frames`` holds, ``(B, T, C, H, W)``
+      (``layout="BCTHW"``: the VAE's own layout); torch tensor, numpy array or ``jax.Array``.
+    scaling_factor: default ``model.config.scaling_factor``, as the pipeline's ``vae_scaling_factor_image``.
+    progress: ``progress(done, total)`` after each decoded frame step (and tile).
+
+  Returns ``(B, 3, F, H*8, W*8)`` (``vae.decode(latents / scaling_factor).sample``) of the same kind as
+  ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller JAX, numpy and torch
+  results are gathered onto every process.
+  """
+  array, kind = kinds.to_jax(latents, "latents")
+  array = to_vae_layout(array, layout, model.config.latent_channels)
+  if check_finite:
+    try:
+      kinds.check_finite(array, "latents")
+    except ValueError as err:
+      raise LatentsError(str(err)) from None
+  factor = float(model.config.scaling_factor if scaling_factor is None else scaling_factor)
+  # diffusers: `1 / scaling_factor * latents` — a Python scalar times the tensor, in the tensor's dtype.
+  array = array * (1 / factor)
+  video = model.decode(array, check_finite=False, progress=progress)
+  return kinds.from_jax(video, kind)
+
+
+# --- frames out -----------------------------------------------------------------------------------
+
+
+def to_uint8_frames(video: Any) -> np.ndarray:
+  """``(B, 3, F, H, W)`` in ``[-1, 1]`` -> ``(B, F, H, W, 3)`` uint8, as diffusers' video processor.
+
+  ``VideoProcessor.postprocess_video``: ``denormalize`` = ``(x * 0.5 + 0.5).clamp(0, 1)`` in the
+  video's dtype, then float32, then ``(x * 255).round().astype(uint8)`` (``numpy_to_pil``). (diffusers'
+  ``export_to_video`` truncates instead of rounding; we round, as the processor's PIL output does.)
+  """
+  host = video if isinstance(video, np.ndarray) else kinds.from_jax(kinds.to_jax(video, "video")[0], kinds.NUMPY)
+  if host.ndim != 5 or host.shape[1] != 3:
+    raise ValueError(f"video: expected (B, 3, F, H, W), got shape {tuple(host.shape)}")
+  x = np.clip(host * 0.5 + 0.5, 0, 1).astype(np.float32)
+  x = np.transpose(x, (0, 2, 3, 4, 1))
+  return (x * 255).round().astype(np.uint8)
+
+
+def output_paths(out: str | os.PathLike, batch: int) -> list[Path]:
+  """``OUT.mp4`` for one video, ``OUT-0.mp4``, ``OUT-1.mp4``, … for ``batch > 1``."""
+  out = Path(out)
+  if out.suffix.lower() != ".mp4":
+    raise OutputPathError(f"{out}: expected an output path ending in .mp4")
+  if batch == 1:
+    return [out]
+  return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(batch)]
+
+
+def check_writable(paths: list[Path]) -> None:
+  """Fails early (before any decoding) for an output that could not be written."""
+  for parent in sorted({p.parent for p in paths}):
+    if not parent.is_dir():
+      raise OutputPathError(f"{parent}: output directory does not exist")
+    try:
+      with tempfile.NamedTemporaryFile(dir=parent, prefix=".probe-", suffix=".mp4"):
+        pass
+    except OSError as err:
+      raise OutputPathError(f"{parent}: cannot write there ({err.strerror or err})") from err
+  for path in paths:
+    if path.is_dir():
+      raise OutputPathError(f"{path}: is a directory")
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, *, fps: float = 8, quality: float = 5) -> Path:
+  """Writes ``(F, H, W, 3)`` uint8 frames as H.264 MP4 (yuv420p) with imageio-ffmpeg.
+
+  ``quality`` is imageio's 1–10 (10 best; libx264 ``crf = int((1 - q/10) * 51)``; 5 is diffusers'
+  ``export_to_video`` default). The file is written under a temporary name in the same directory and
+  renamed at the end, so a failed write leaves no partial MP4.
+  """
+  try:
+    import imageio_ffmpeg
+  except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("writing MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg") from err
+  path = Path(path)
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames: expected (F, H, W, 3) uint8, got {frames.dtype} {tuple(frames.shape)}")
+  height, width = frames.shape[1:3]
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+  try:
+    writer = imageio_ffmpeg.write_frames(
+      str(tmp),
+      (width, height),
+      fps=fps,
+      quality=quality,
+      macro_block_size=2,  # yuv420p needs even sizes; the VAE's outputs always are (no rescale then)
+      output_params=["-f", "mp4"],  # the temporary name has no .mp4 suffix to infer it from
+      ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    for frame in frames:
+      writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return path
+
+
+def read_mp4(path: str | os.PathLike) -> np.ndarray:
+  """``(F, H, W, 3)`` uint8 frames of a video file (imageio-ffmpeg)."""
+  import imageio_ffmpeg
+
+  reader = imageio_ffmpeg.read_frames(str(path))
+  meta = next(reader)
+  width, height = meta["size"]
+  frames = [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in reader]
+  return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
