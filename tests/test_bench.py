@@ -99,6 +99,9 @@ def test_warm_start_hits_the_cache(single_device_run):
   for row in rows:
     assert row["cache_hit"] is True, row["path"]
     assert row["cache_new_files"] == 0, row["path"]
+    # The third process started from the stored executables: nothing traced, nothing compiled.
+    assert row["exe_hit"] is True, row["path"]
+    assert row["exe_load_breakdown_s"]["trace_lower"] == 0.0, row["path"]
 
 
 def test_simulated_devices(tiny_dir, tmp_path):

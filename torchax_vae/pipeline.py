@@ -92,8 +92,9 @@ def _load_torch(path: Path, key: str | None) -> np.ndarray:
   try:
     value = torch.load(path, map_location="cpu", weights_only=True)
   except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+    first_line = str(err).splitlines()[0] if str(err) else ""
     raise LatentsError(
-      f"{path}: not a torch file of plain tensors ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+      f"{path}: not a torch file of plain tensors ({type(err).__name__}: {first_line}); "
       "save the latents tensor itself, e.g. torch.save(pipe(..., output_type='latent').frames, path)"
     ) from err
   if isinstance(value, tuple | list) and len(value) == 1:
@@ -146,7 +147,9 @@ def check_latents(latents: Any, layout: str, channels: int | None = None) -> Non
     hint = ""
     if shape[other.index("C")] == channels:
       hint = f"; it looks like {other} — pass layout={other!r} (--layout {other})"
-    raise LatentsError(f"latents: expected {channels} latent channels on axis {axis} of {layout}, got shape {shape}{hint}")
+    raise LatentsError(
+      f"latents: expected {channels} latent channels on axis {axis} of {layout}, got shape {shape}{hint}"
+    )
 
 
 def to_vae_layout(latents: Any, layout: str, channels: int) -> Any:
@@ -205,7 +208,9 @@ def to_uint8_frames(video: Any) -> np.ndarray:
   host = video if isinstance(video, np.ndarray) else kinds.from_jax(kinds.to_jax(video, "video")[0], kinds.NUMPY)
   if host.ndim != 5 or host.shape[1] != 3:
     raise ValueError(f"video: expected (B, 3, F, H, W), got shape {tuple(host.shape)}")
-  x = np.clip(host * 0.5 + 0.5, 0, 1).astype(np.float32)
+  # Scalars of the video's own dtype: with a Python float, numpy would compute bfloat16 in float32.
+  half, zero, one = (host.dtype.type(v) for v in (0.5, 0, 1))
+  x = np.clip(host * half + half, zero, one).astype(np.float32)
   x = np.transpose(x, (0, 2, 3, 4, 1))
   return (x * 255).round().astype(np.uint8)
 
