@@ -45,22 +45,24 @@ def load(
   ``runner.decode(z)`` / ``runner.encode(x, key=None)`` take and return diffusers' layout
   ``(B, C, T, H, W)``; ``runner.model`` is the NNX model.
   """
-  from torchax_vae.core import mesh as mesh_lib
-  from torchax_vae.core.checkpoint import load_checkpoint
-  from torchax_vae.core.compile_cache import enable_compilation_cache, executable_dir
-  from torchax_vae.core.driver import DTYPES, Runner
+  from torchax_vae.core.loading import load_runner
 
+  return load_runner(
+    "native_flax",
+    _build_native_backend,
+    pretrained_model_name_or_path,
+    subfolder=subfolder,
+    dtype=dtype,
+    mesh=mesh,
+    cache_dir=cache_dir,
+    revision=revision,
+  )
+
+
+def _build_native_backend(checkpoint, dtype, mesh):
   from . import backend, convert
 
-  if dtype not in DTYPES:
-    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-  mesh = mesh_lib.make_mesh(mesh)
-  cache = enable_compilation_cache(cache_dir)
-  checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  del mesh  # the runner replicates the weights over it
   model = convert.load_model(checkpoint.weights, checkpoint.config, dtype=dtype, source=str(checkpoint.directory))
   params, steps = backend.make_steps(model)
-  runner = Runner(
-    steps, params, checkpoint.config, mesh=mesh, dtype=dtype, name="native_flax", executable_dir=executable_dir(cache)
-  )
-  runner.model = model
-  return runner
+  return steps, params, {"model": model}

@@ -55,30 +55,28 @@ def load(
       process starts without tracing; a stored program that does not fit is recompiled.
     revision: hub revision (branch, tag or commit).
   """
-  from . import backend
-  from .core import mesh as mesh_lib
-  from .core.checkpoint import check_weights, load_checkpoint
-  from .core.compile_cache import enable_compilation_cache, executable_dir
-  from .core.driver import DTYPES, Runner
+  from .core.loading import load_runner
 
-  if dtype not in DTYPES:
-    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-  mesh = mesh_lib.make_mesh(mesh)
-  cache = enable_compilation_cache(cache_dir)
-  checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  return load_runner(
+    "torchax",
+    _build_torchax_backend,
+    pretrained_model_name_or_path,
+    subfolder=subfolder,
+    dtype=dtype,
+    mesh=mesh,
+    cache_dir=cache_dir,
+    revision=revision,
+  )
+
+
+def _build_torchax_backend(checkpoint, dtype, mesh):
+  from . import backend
+  from .core.checkpoint import check_weights
+
   module = backend.build_module(checkpoint.config)
   check_weights(checkpoint.weights, backend.expected_shapes(module), str(checkpoint.directory))
   params = backend.place_weights(checkpoint.weights, dtype, mesh)
   if mesh is not None:
     backend.add_sharding_hooks(module, mesh)
-  runner = Runner(
-    backend.make_steps(module),
-    params,
-    checkpoint.config,
-    mesh=mesh,
-    dtype=dtype,
-    name="torchax",
-    executable_dir=executable_dir(cache),
-  )
-  runner.module = module  # the diffusers module the steps run (meta weights; for inspection)
-  return runner
+  # runner.module: the diffusers module the steps run (meta weights; for inspection).
+  return backend.make_steps(module), params, {"module": module}
