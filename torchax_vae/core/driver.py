@@ -248,6 +248,11 @@ class Runner:
         tick()
       yield out
 
+  def _walk_concat(self, kind: str, x: jax.Array, per_step: int, tick: Callable[[], None] | None) -> jax.Array:
+    """All frame steps of ``x``, their outputs joined along time (backend layout)."""
+    outputs = list(self._walk(kind, x, per_step, tick))
+    return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
+
   def _call(self, label: str, *args):
     """Runs the compiled program for these inputs, compiling or loading it on first use."""
     return self.programs.get(label, self._jitted[label], args)(*args)
@@ -256,9 +261,7 @@ class Runner:
     self, kind: str, x: jax.Array, per_step: int, progress: Callable[[int, int], None] | None = None
   ) -> jax.Array:
     tick = _ticker(progress, len(frame_steps(x.shape[self._time_axis()], per_step)))
-    outputs = list(self._walk(kind, x, per_step, tick))
-    out = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
-    return self._from_backend_layout(out)
+    return self._from_backend_layout(self._walk_concat(kind, x, per_step, tick))
 
   def _prepare(self, array: jax.Array) -> jax.Array:
     array = self._to_backend_layout(array.astype(self.compute_dtype))
@@ -307,8 +310,7 @@ class Runner:
       for j in range(0, width, grid.stride[1]):
         tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
         tile = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
-        outputs = list(self._walk(kind, tile, per_step, tick))
-        tile_out = outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
+        tile_out = self._walk_concat(kind, tile, per_step, tick)
         if rows:
           tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
         if row:
