@@ -42,6 +42,7 @@ import numpy as np
 from flax import nnx
 
 from torchax_vae.core.checkpoint import CogVideoXVAEConfig
+from torchax_vae.core.conv import conv2d, conv3d_by_time_taps
 
 Array = jax.Array
 ConvCache = dict[str, Any]
@@ -161,16 +162,10 @@ def _conv(
   padding: tuple[int, ...],
   dilation: tuple[int, ...],
 ) -> Array:
-  nd = kernel.ndim - 2
-  spec = {2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
-  out = jax.lax.conv_general_dilated(
-    x,
-    kernel.astype(x.dtype),
-    window_strides=stride,
-    padding=[(p, p) for p in padding],
-    rhs_dilation=dilation,
-    dimension_numbers=spec,
-  )
+  """3D as the sum of per-time-tap 2D convolutions (why: ``torchax_vae.core.conv``), 2D as one."""
+  if kernel.ndim == 5:
+    return conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
+  out = conv2d(x, kernel, stride, padding, dilation)
   if bias is not None:
     out = out + bias.astype(out.dtype)
   return out
@@ -428,15 +423,21 @@ class CogVideoXSpatialNorm3D(nnx.Module):
     conv_cache = conv_cache or {}
     spatial_axes = (T_AXIS, H_AXIS, W_AXIS)
     frames, height, width = f.shape[1:4]
-    if frames > 1 and frames % 2 == 1:
-      z_first = interpolate_nearest(zq[:, :1], (1, height, width), spatial_axes)
-      z_rest = interpolate_nearest(zq[:, 1:], (frames - 1, height, width), spatial_axes)
-      zq = jnp.concatenate([z_first, z_rest], axis=T_AXIS)
-    else:
-      zq = interpolate_nearest(zq, (frames, height, width), spatial_axes)
 
+    def resize(z: Array) -> Array:
+      if frames > 1 and frames % 2 == 1:
+        z_first = interpolate_nearest(z[:, :1], (1, height, width), spatial_axes)
+        z_rest = interpolate_nearest(z[:, 1:], (frames - 1, height, width), spatial_axes)
+        return jnp.concatenate([z_first, z_rest], axis=T_AXIS)
+      return interpolate_nearest(z, (frames, height, width), spatial_axes)
+
+    # diffusers resizes zq, then applies the two 1x1x1 convs. Nearest resizing only copies pixels
+    # and a 1x1x1 conv maps each pixel on its own, so convolving first and resizing the results is
+    # the same computation at latent resolution (up to 64x fewer pixels); the resize then fuses
+    # into the elementwise ``norm_f * conv_y + conv_b``.
     conv_y, new_conv_cache["conv_y"] = self.conv_y(zq, conv_cache=conv_cache.get("conv_y"))
     conv_b, new_conv_cache["conv_b"] = self.conv_b(zq, conv_cache=conv_cache.get("conv_b"))
+    conv_y, conv_b = resize(conv_y), resize(conv_b)
 
     norm_f = self.norm_layer(f)
     new_f = norm_f * conv_y + conv_b

@@ -13,6 +13,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from torchax_vae.core import conv as conv_lib
 from torchax_vae.core.driver import StepFunctions
 
 from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
@@ -42,5 +43,5 @@ def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]
 
   from . import autoencoder_kl_cogvideox
 
-  fingerprint = {"flax": flax.__version__, "source": source_digest(sys.modules[__name__], autoencoder_kl_cogvideox)}
+  fingerprint = {"flax": flax.__version__, "source": source_digest(sys.modules[__name__], autoencoder_kl_cogvideox, conv_lib)}
   return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step, fingerprint=fingerprint)

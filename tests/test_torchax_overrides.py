@@ -49,3 +49,24 @@ def test_group_norm_matches_torch(dtype):
       lambda t, w, b: F.group_norm(t, 4, w, b, 1e-6).float(), x, norm.weight.detach(), norm.bias.detach()
     )
   np.testing.assert_allclose(got, expected, atol=1e-5 if dtype == torch.float32 else 0.05, rtol=0)
+
+
+@pytest.mark.parametrize(
+  ("x_shape", "w_shape", "kwargs"),
+  [
+    ((2, 4, 5, 6, 7), (5, 4, 3, 3, 3), {"padding": (0, 1, 1)}),  # the causal convs: per-time-tap 2D convs
+    ((1, 4, 9, 8, 8), (3, 4, 3, 3, 2), {"stride": (2, 1, 2), "padding": (1, 1, 0), "dilation": (2, 1, 1)}),
+    ((1, 4, 3, 5, 5), (6, 4, 1, 1, 1), {}),  # 1x1x1 (conv_y/conv_b, shortcuts): a channels-first matmul
+    ((3, 4, 9, 9), (5, 4, 3, 3), {"stride": 2}),  # the downsampler
+    ((3, 4, 9, 9), (5, 4, 1, 1), {}),
+    ((3, 4, 9, 9), (4, 2, 3, 3), {"groups": 2, "padding": 1}),  # torchax's own lowering
+    ((3, 4, 9), (5, 4, 3), {}),
+  ],
+)
+def test_convolution_matches_torch(x_shape, w_shape, kwargs):
+  x, w, b = (torch.from_numpy(randn(*shape, seed=i)) for i, shape in enumerate((x_shape, w_shape, w_shape[:1])))
+  conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[len(x_shape)]
+  with torch.no_grad():
+    expected = conv(x, w, b, **kwargs).numpy()
+  got = _through_torchax(lambda t, k, c: conv(t, k, c, **kwargs), x, w, b)
+  np.testing.assert_allclose(got, expected, atol=1e-5 * max(1.0, np.abs(expected).max()), rtol=0)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._torchax_compat import import_torchax
+from .core import conv as conv_lib
 from .core import mesh as mesh_lib
 from .core.checkpoint import CogVideoXVAEConfig
 from .core.driver import DTYPES, StepFunctions
@@ -43,11 +44,28 @@ def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict[str, jax.Array]:
-  """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given."""
+  """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given.
+
+  Convolution kernels (every parameter of rank >= 4) are stored channels-last, ``(*kernel, I, O)``
+  instead of PyTorch's ``(O, I, *kernel)``; the step functions hand PyTorch's layout to the torch
+  code (:func:`_torch_layout`). Inside the compiled program that transpose meets the one
+  :func:`_convolution_channels_last` applies and XLA cancels the pair, so no kernel is transposed
+  at run time (transposing the decoder's 477 MB of kernels cost ~0.3 s per CPU decode).
+  """
   target = DTYPES[dtype]
   sharding = mesh_lib.replicated(mesh)
   # mesh_lib.put: on a mesh over several processes each fills its own devices, with no cross-process check.
-  return {k: mesh_lib.put(np.asarray(v).astype(target), sharding) for k, v in weights.items()}
+  return {k: mesh_lib.put(_kernel_layout(np.asarray(v)).astype(target), sharding) for k, v in weights.items()}
+
+
+def _kernel_layout(v):
+  """PyTorch ``(O, I, *kernel)`` -> ``(*kernel, I, O)`` for rank >= 4 (convolution kernels); else ``v``."""
+  return v.transpose(*range(2, v.ndim), 1, 0) if v.ndim >= 4 else v
+
+
+def _torch_layout(v: jax.Array) -> jax.Array:
+  """Inverse of :func:`_kernel_layout`: ``(*kernel, I, O)`` -> PyTorch's ``(O, I, *kernel)``."""
+  return jnp.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2))) if v.ndim >= 4 else v
 
 
 def drop_unread_caches(module: torch.nn.Module) -> list:
@@ -88,26 +106,31 @@ def add_sharding_hooks(module: torch.nn.Module, mesh) -> list:
 
 
 def _group_norm_keeping_layout(x, weight, bias, n, c, hxw, group, eps):
-  """``aten.native_group_norm`` that splits only the channel axis: (N, C, *S) -> (N, G, C/G, *S).
+  """``aten.native_group_norm`` that splits only the channel axis, computed channels-last.
 
   torchax 0.0.13 lowers group norm by reshaping to ``(1, N*G, -1)`` and ``lax.map``-ing over the
   groups. That merges the (sharded) width axis into one flat axis, so GSPMD must all-gather every
-  normalised activation, and the map runs the groups one after another. Splitting only C keeps T,
-  H and W as they are (a width split stays a width split) and reduces all groups at once.
+  normalised activation, and the map runs the groups one after another. Here the channel axis is
+  moved last and split into ``(G, C/G)``; T, H and W stay as they are (a width split stays a width
+  split) and all groups reduce at once. Channels-last because the input is almost always the output
+  of :func:`_convolution_channels_last`, i.e. ``moveaxis(conv_nhwc, -1, 1)``: XLA cancels the two
+  moves and the statistics and the normalisation read the convolution's output in its own layout
+  (~0.2 s of a CPU decode) instead of through a transposing access.
   Statistics are taken in float32, as PyTorch does for reduced-precision inputs.
   """
   del n, hxw  # implied by x's shape
-  grouped = x.reshape(x.shape[0], group, c // group, *x.shape[2:]).astype(jnp.float32)
-  axes = tuple(range(2, grouped.ndim))
+  channels_last = jnp.moveaxis(x, 1, -1)
+  grouped = channels_last.reshape(*channels_last.shape[:-1], group, c // group).astype(jnp.float32)
+  axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)  # all but batch and group
   mean = jnp.mean(grouped, axis=axes, keepdims=True)
   var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
   rstd = jax.lax.rsqrt(var + eps)
-  out = ((grouped - mean) * rstd).reshape(x.shape)
-  affine_shape = (1, c) + (1,) * (x.ndim - 2)
+  out = ((grouped - mean) * rstd).reshape(channels_last.shape)
   if weight is not None:
-    out = out * weight.astype(jnp.float32).reshape(affine_shape)
+    out = out * weight.astype(jnp.float32)
   if bias is not None:
-    out = out + bias.astype(jnp.float32).reshape(affine_shape)
+    out = out + bias.astype(jnp.float32)
+  out = jnp.moveaxis(out, -1, 1)
   return out.astype(x.dtype), mean.reshape(x.shape[0], group).astype(x.dtype), rstd.reshape(x.shape[0], group).astype(x.dtype)
 
 
@@ -138,14 +161,50 @@ def _upsample_nearest_axis_by_axis(x, output_size, *scales):
   return x
 
 
+def _convolution_channels_last(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+  """``aten.convolution`` (2D and 3D, ungrouped, not transposed) for XLA's fast CPU convolution.
+
+  * 1x1(x1) kernels, stride 1, no padding (SpatialNorm3D's ``conv_y``/``conv_b``, the resnet
+    shortcuts) are one matmul ``(O, I) . (N, I, *S)`` in the channels-first layout: no transpose.
+  * Everything else runs channels-last, 3D as the sum over the kernel's time taps of per-frame 2D
+    convolutions (why: :mod:`torchax_vae.core.conv`, shared with ``native_flax``), 2D as one.
+
+  Same products and sums as torchax's lowering, in another order (fp32 agrees to ~1e-6); other
+  convolutions (transposed, grouped, unbatched, 1D) take torchax's lowering.
+  """
+  nd = weight.ndim - 2
+  if transposed or groups != 1 or nd not in (2, 3) or input.ndim != weight.ndim:
+    from torchax.ops import jaten
+
+    return jaten._aten_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+  stride, padding, dilation = (tuple(v) * nd if len(v) == 1 else tuple(v) for v in (stride, padding, dilation))
+  if weight.shape[2:] == (1,) * nd and stride == (1,) * nd and padding == (0,) * nd:
+    # (O, N, *S), then N first: a bitcast for N == 1. No axis is merged (a width split stays one).
+    out = jax.lax.dot_general(weight.reshape(weight.shape[:2]), input, (((1,), (1,)), ((), ())))
+    out = jnp.swapaxes(out, 0, 1)
+    if bias is not None:
+      out = out + bias.reshape(-1, *(1,) * nd)
+    return out
+  x = jnp.moveaxis(input, 1, -1)
+  kernel = jnp.transpose(weight, (*range(2, weight.ndim), 1, 0))  # (*kernel, I, O)
+  if nd == 3:
+    out = conv_lib.conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
+  else:
+    out = conv_lib.conv2d(x, kernel, stride, padding, dilation)
+    if bias is not None:
+      out = out + bias
+  return jnp.moveaxis(out, -1, 1)
+
+
 def install_op_overrides(env) -> None:
   """Replaces torchax lowerings that cost collectives or speed (see each function's docstring).
 
-  Results are unchanged (every torchax parity test runs through these); only the XLA program is.
+  Results equal PyTorch's (every torchax parity test runs through these), up to fp32 summation order.
   """
   env.override_op_definition(torch.ops.aten.native_group_norm, interop.torch_view(_group_norm_keeping_layout))
   for op in (torch.ops.aten.upsample_nearest1d, torch.ops.aten.upsample_nearest2d, torch.ops.aten.upsample_nearest3d):
     env.override_op_definition(op, interop.torch_view(_upsample_nearest_axis_by_axis))
+  env.override_op_definition(torch.ops.aten.convolution, interop.torch_view(_convolution_channels_last))
 
 
 def make_steps(module: torch.nn.Module) -> StepFunctions:
@@ -168,6 +227,7 @@ def make_steps(module: torch.nn.Module) -> StepFunctions:
   def as_jax(step):
     def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
       # JAX values in, torchax tensors through the unmodified torch code, JAX values out.
+      params = {k: _torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
       params_t, inputs_t, cache_t = env.j2t_iso((params, inputs, conv_cache))
       with env, torch.no_grad():
         out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t)
@@ -184,7 +244,7 @@ def make_steps(module: torch.nn.Module) -> StepFunctions:
     "torch": torch.__version__,
     "torchax": torchax.__version__,
     "diffusers": diffusers.__version__,
-    "source": source_digest(sys.modules[__name__], _torchax_compat, cogvideox),
+    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, cogvideox),
   }
   return StepFunctions(
     layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint
