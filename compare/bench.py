@@ -2,6 +2,7 @@
 
     python -m compare.bench --mesh dp=2,tp=4                  # real 2b config, random weights
     python -m compare.bench --paths torchax,torch --frames 2,13 --latent 1,16,2,8,8
+    python -m compare.bench --latent 1,16,2,16,16 --tiled --tile-sample-size 96,80
 
 Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
 path and latent length T:
@@ -13,6 +14,13 @@ path and latent length T:
                cache_fetch / first_run; then the decode latency
   JAX, exe     a third process starting from the serialized executables the cold process stored:
                the same split, where trace_lower is 0 and cache_fetch is the deserialization
+
+With ``--tiled`` every path is measured twice, without and with tiling (``enable_tiling``, as
+diffusers' ``tiled_decode``; tile size ``--tile-sample-size`` or diffusers' default, half the
+config's sample size), the tiled rows side by side with the untiled ones; the JAX tiled rows are
+compared to torch's tiled output. Memory: each process's peak RSS (host memory), torch's CUDA peak
+allocation when it runs on a GPU, and for the JAX paths XLA's memory analysis of the step programs
+(temp = activations, the device memory tiling saves; max over the programs a decode runs).
 
 Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
 All arguments are checked before any measurement; a bad one exits with status 2. A measurement
@@ -66,6 +74,12 @@ class Plan:
   dtype: str
   repeats: int
   out: Path
+  tiling: dict | None = None  # enable_tiling's four arguments (--tiled), else None
+  tiles: dict | None = None  # how --tiled splits the latent: compare.worker.tile_layout
+
+  def tilings(self) -> list[dict | None]:
+    """Per shape and path, untiled first, then (--tiled) tiled."""
+    return [None] if self.tiling is None else [None, self.tiling]
 
 
 # --- arguments -----------------------------------------------------------------------------------
@@ -89,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model and input dtype, all paths")
   parser.add_argument("--repeats", type=int, default=3, help="timed decodes per path (default: %(default)s)")
   parser.add_argument("--out", default="bench-out", help="output dir (default: %(default)s)")
+  parser.add_argument(
+    "--tiled",
+    action="store_true",
+    help="also measure every path with tiling enabled (enable_tiling), side by side with the untiled decode",
+  )
+  parser.add_argument(
+    "--tile-sample-size",
+    default=None,
+    metavar="H,W",
+    help="with --tiled: tile size in sample pixels (diffusers' tile_sample_min_height/width; a multiple of the "
+    "model's spatial compression, 8). Default: diffusers' (half the config's sample size, 240,360 for "
+    "CogVideoX), which tiles only latents larger than 30x45",
+  )
   return parser
 
 
@@ -125,13 +152,69 @@ def resolve_model(model: str | None) -> Path:
     raise UsageError(f"--model: {err}") from err
 
 
-def read_latent_channels(directory: Path) -> int:
+def read_model_config(directory: Path):
   from torchax_vae.core.checkpoint import CheckpointError, read_config
 
   try:
-    return read_config(directory).latent_channels
+    return read_config(directory)
   except CheckpointError as err:
     raise UsageError(f"--model: {err}") from err
+
+
+def resolve_tiling(args: argparse.Namespace, config, shape: tuple[int, ...]) -> tuple[dict | None, dict | None]:
+  """``(enable_tiling's arguments, the tile layout)`` for ``--tiled``, or ``(None, None)``.
+
+  The tile must be a multiple of the model's spatial compression (a latent tile is tile / 8 pixels;
+  diffusers truncates otherwise) and must actually split the latent (diffusers only tiles a latent
+  larger than one tile): anything else is a UsageError. A size whose stitching is not exact (diffusers
+  keeps ``tile - blend`` pixels of each tile, not the tile stride, and crops even a side it does not
+  split) only warns: the tiled video then has another size than the untiled one, in torch as in the
+  JAX paths.
+  """
+  import dataclasses
+
+  from compare.worker import tile_layout
+  from torchax_vae.core.driver import Tiling
+
+  if not args.tiled:
+    if args.tile_sample_size is not None:
+      raise UsageError("--tile-sample-size needs --tiled")
+    return None, None
+  compression = config.spatial_compression
+  if args.tile_sample_size is None:
+    tiling = Tiling.default(config)
+    given = f"diffusers' default tile ({tiling.tile_sample_min_height}x{tiling.tile_sample_min_width} sample px)"
+  else:
+    height, width = parse_ints(args.tile_sample_size, "--tile-sample-size", 2)
+    if height % compression or width % compression:
+      raise UsageError(
+        f"--tile-sample-size {args.tile_sample_size!r}: expected multiples of {compression} (the model's spatial "
+        f"compression: a latent tile is {compression}x smaller)"
+      )
+    tiling = Tiling(height, width)
+    given = f"--tile-sample-size {args.tile_sample_size!r}"
+  settings = dataclasses.asdict(tiling)
+  try:
+    layout = tile_layout(shape[3:], settings, compression)
+  except ValueError as err:
+    raise UsageError(f"{given}: {err}") from err
+  if layout is None:
+    latent_tile = (tiling.tile_sample_min_height // compression, tiling.tile_sample_min_width // compression)
+    raise UsageError(
+      f"--tiled: {given} is a {latent_tile[0]}x{latent_tile[1]} latent tile, not smaller than the latent "
+      f"{shape[3]}x{shape[4]}, so nothing would be tiled (diffusers decodes it whole); pass a smaller "
+      f"--tile-sample-size (a multiple of {compression}) or a larger --latent"
+    )
+  untiled = [shape[3] * compression, shape[4] * compression]
+  if layout["output_hw"] != untiled:
+    progress(
+      f"warning: with {given}, diffusers' tiled_decode stitches a {layout['output_hw'][0]}x{layout['output_hw'][1]} "
+      f"video, not {untiled[0]}x{untiled[1]}: it keeps tile - blend pixels of every tile, which here is not the "
+      f"tile stride (or crops a side that is not split); with both sides split, tiles of {6 * compression}k x "
+      f"{5 * compression}k sample px stitch exactly. Measured anyway; the JAX paths are compared to torch's "
+      "tiled output"
+    )
+  return settings, layout
 
 
 def mesh_devices(spec: str | None) -> int:
@@ -170,10 +253,14 @@ def validate(args: argparse.Namespace) -> Plan:
   if args.repeats < 1:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
   needed = mesh_devices(args.mesh)
+  if args.tile_sample_size is not None:  # its format, before the (possibly slow) model resolution
+    parse_ints(args.tile_sample_size, "--tile-sample-size", 2)
   model = resolve_model(args.model)
-  channels = read_latent_channels(model)
+  config = read_model_config(model)
+  channels = config.latent_channels
   if shape[1] != channels:
     raise UsageError(f"--latent {args.latent!r}: C={shape[1]}, but the model ({model}) has {channels} latent channels")
+  tiling, tiles = resolve_tiling(args, config, shape)
   env = worker_env(needed)
   host = run_worker({"kind": "devices"}, env)
   if not host.get("ok"):
@@ -194,6 +281,8 @@ def validate(args: argparse.Namespace) -> Plan:
     dtype=args.dtype,
     repeats=args.repeats,
     out=Path(args.out),
+    tiling=tiling,
+    tiles=tiles,
   )
 
 
@@ -229,19 +318,36 @@ def run_worker(request: dict, env: dict[str, str], log: Path | None = None) -> d
   return json.loads(lines[-1])
 
 
-def measure_torch(plan: Plan, shape: tuple[int, ...]) -> tuple[dict, Path | None]:
-  """The torch row for one latent shape, and the reference .npy it wrote (None if it failed)."""
-  reference = plan.out / "reference" / f"torch-{'x'.join(map(str, shape))}-{plan.dtype}.npy"
+def tiled_suffix(tiling: dict | None) -> str:
+  """``""``, or ``"-tiled64x64"``: tells apart the files of the tiled measurement."""
+  return "" if tiling is None else f"-tiled{tiling['tile_sample_min_height']}x{tiling['tile_sample_min_width']}"
+
+
+def describe(path: str, shape: tuple[int, ...], tiling: dict | None) -> str:
+  return f"{path} T={shape[2]}{' tiled' if tiling else ''}"
+
+
+def measure_torch(plan: Plan, shape: tuple[int, ...], tiling: dict | None = None) -> tuple[dict, Path | None]:
+  """The torch row for one latent shape (tiled: with ``enable_tiling(**tiling)``), and the reference
+  .npy it wrote (None if it failed)."""
+  name = f"torch-{'x'.join(map(str, shape))}-{plan.dtype}{tiled_suffix(tiling)}"
+  reference = plan.out / "reference" / f"{name}.npy"
   reference.unlink(missing_ok=True)  # never compare against a previous run's output
-  progress(f"torch T={shape[2]}: eager decode")
+  progress(f"{describe('torch', shape, tiling)}: eager decode")
   request = {"kind": "torch", "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype, "seed": SEED,
-             "repeats": plan.repeats, "reference": str(reference)}  # fmt: skip
-  result = run_worker(request, plan.env, plan.out / "logs" / f"torch-T{shape[2]}.log")
-  record = empty_record("torch", None, shape, plan.dtype)
+             "repeats": plan.repeats, "reference": str(reference), "tiling": tiling}  # fmt: skip
+  result = run_worker(request, plan.env, plan.out / "logs" / f"torch-T{shape[2]}{tiled_suffix(tiling)}.log")
+  record = empty_record("torch", None, shape, plan.dtype, tiling, plan.tiles)
   if not result.get("ok"):
-    progress(f"torch T={shape[2]}: {result['error'].splitlines()[0]}")
+    progress(f"{describe('torch', shape, tiling)}: {result['error'].splitlines()[0]}")
     return {**record, "error": result["error"]}, None
-  record.update(decode_s=result["decode_s"], peak_rss_mb=result["peak_rss_mb"])
+  record.update(
+    decode_s=result["decode_s"],
+    peak_rss_mb=result["peak_rss_mb"],
+    torch_device=result["device"],
+    device_memory_mb=result["device_memory_mb"],
+    output_shape=result["output_shape"],
+  )
   return record, reference
 
 
@@ -252,33 +358,49 @@ PHASES = {
 }
 
 
-def measure_jax(plan: Plan, path: str, shape: tuple[int, ...], reference: Path | None, caches: Path) -> dict:
-  """A cold (empty cache) then two warm processes (JAX cache; stored executables) for one path and shape."""
-  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}-", dir=caches))
+def measure_jax(
+  plan: Plan, path: str, shape: tuple[int, ...], reference: Path | None, caches: Path, tiling: dict | None = None
+) -> dict:
+  """A cold (empty cache) then two warm processes (JAX cache; stored executables) for one path and
+  shape; tiled (``enable_tiling(**tiling)``) with a cache of its own, compared to torch's tiled output."""
+  label = describe(path, shape, tiling)
+  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}{tiled_suffix(tiling)}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
-             "reference": str(reference) if reference else None}  # fmt: skip
-  record = empty_record(path, plan.mesh, shape, plan.dtype)
+             "reference": str(reference) if reference else None, "tiling": tiling}  # fmt: skip
+  record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   results = {}
   for phase in ("cold", "warm", "warm_exe"):
-    progress(f"{path} T={shape[2]}: {phase} start ({PHASES[phase]})")
-    log = plan.out / "logs" / f"{path}-T{shape[2]}-{phase}.log"
+    progress(f"{label}: {phase} start ({PHASES[phase]})")
+    log = plan.out / "logs" / f"{path}-T{shape[2]}{tiled_suffix(tiling)}-{phase}.log"
     results[phase] = run_worker({**request, "phase": phase}, plan.env, log)
     if not results[phase].get("ok"):
-      progress(f"{path} T={shape[2]}: {results[phase]['error'].splitlines()[0]}")
+      progress(f"{label}: {results[phase]['error'].splitlines()[0]}")
       return {**record, "error": results[phase]["error"]}
   return fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"])
 
 
-def empty_record(path: str, mesh: str | None, shape: tuple, dtype: str) -> dict:
-  """A results row with every schema key; measurements fill it, a failure leaves nulls and an error."""
+def empty_record(
+  path: str, mesh: str | None, shape: tuple, dtype: str, tiling: dict | None = None, tiles: dict | None = None
+) -> dict:
+  """A results row with every schema key; measurements fill it, a failure leaves nulls and an error.
+
+  ``tiled``/``tiling``/``tiles``: whether the decode ran with ``enable_tiling(**tiling)``, and how
+  that split the latent (compare.worker.tile_layout). ``program_memory_mb``: XLA's memory analysis
+  of the JAX step programs (temp, argument, output, alias, generated_code), each the max over
+  the programs a decode runs (one per tile shape when tiled), per device;
+  ``program_memory_per_program_mb`` the same per program. ``torch_device``: where torch ran (torch
+  rows only; its ``device_memory_mb`` is ``torch.cuda.max_memory_allocated`` there).
+  """
   return {
     "path": path, "mesh": mesh, "latent_shape": list(shape), "dtype": dtype,
+    "tiled": tiling is not None, "tiling": tiling, "tiles": tiles if tiling is not None else None,
     "compile_s": None, "compile_breakdown_s": None, "cache_load_s": None, "cache_load_breakdown_s": None,
     "exe_load_s": None, "exe_load_breakdown_s": None, "exe_hit": None,
-    "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None, "flops": None,
-    "flops_fraction_of_matmul": None, "max_abs_err": None, "programs": None, "cold_start_breakdown_s": None,
-    "notes": [], "error": None,
+    "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None,
+    "program_memory_mb": None, "program_memory_per_program_mb": None, "flops": None,
+    "flops_fraction_of_matmul": None, "max_abs_err": None, "output_shape": None, "programs": None,
+    "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None,
   }  # fmt: skip
 
 
@@ -304,17 +426,34 @@ def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dic
     peak_rss_mb=warm["peak_rss_mb"],
     compile_peak_rss_mb=cold["peak_rss_mb"],
     device_memory_mb=warm["device_memory_mb"],
+    **program_memory_mb(cold["program_memory"]),
     flops=cold["flops"],
     max_abs_err=warm.get("max_abs_err"),
+    output_shape=warm["output_shape"],
     programs=cold["programs"],
     notes=cold["notes"] + warm["notes"] + warm_exe["notes"],
   )
+  if cold["tiles"] != record["tiles"]:  # the worker's view of the tiling against the plan's
+    record["notes"].append(f"decode tiled the latent as {cold['tiles']}, not as planned: {record['tiles']}")
   if not warm["cache_hit"]:
     record["notes"].append(
       f"warm start missed the cache: new entries {warm['cache_new_files'][:5]}; "
       f"cold run logged {cold['cache_log']}; warm run logged {warm['cache_log']}"
     )
   return record
+
+
+def program_memory_mb(per_program: dict[str, dict | None]) -> dict:
+  """The record's ``program_memory_mb`` (each field's max over the programs) and ``…_per_program_mb``.
+
+  ``None`` when the backend gives no memory analysis for some program.
+  """
+  if not per_program or None in per_program.values():
+    return {"program_memory_mb": None, "program_memory_per_program_mb": None}
+  mb = {name: {field: b / 2**20 for field, b in stats.items()} for name, stats in per_program.items()}
+  fields = set.intersection(*(set(stats) for stats in mb.values()))
+  largest = {field: max(stats[field] for stats in mb.values()) for field in sorted(fields)}
+  return {"program_memory_mb": largest, "program_memory_per_program_mb": mb}
 
 
 def add_flops_fraction(results: list[dict], matmul_flops_per_s: float | None, parallel_devices: int) -> None:
@@ -352,11 +491,16 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "model": plan.model_name,
     "repeats": plan.repeats,
     "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "tiling": plan.tiling,
+    "tiles": plan.tiles,
     "cpu_count": os.cpu_count(),
     "matmul_size": matmul.get("matmul_size"),
     "matmul_flops_per_s": matmul.get("matmul_flops_per_s"),
     # SPMD programs are per device, and a dimension the mesh does not divide is padded: that work counts too.
     "flops_note": "XLA cost analysis of the step programs x runs per decode x devices",
+    "memory_note": "peak_rss_mb: the process's peak resident host memory; program_memory_mb: XLA memory analysis "
+    "of the JAX step programs, per device, max over the programs a decode runs (temp = activations); "
+    "device_memory_mb: the device's peak bytes in use (JAX) or torch.cuda.max_memory_allocated, when reported",
   }
 
 
@@ -364,8 +508,16 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
   return "–" if value is None else format(value, spec)
 
 
-TABLE_COLUMNS = ("path", "latent", "compile s", "warm start s", "cache hit", "warm start (exe) s", "decode s (median)", "peak RSS MB",
-                 "GFLOP", "of matmul", "max abs err")  # fmt: skip
+TABLE_COLUMNS = ("path", "latent", "tiles", "compile s", "warm start s", "cache hit", "warm start (exe) s",
+                 "decode s (median)", "peak RSS MB", "temp MB", "GFLOP", "of matmul", "max abs err")  # fmt: skip
+
+
+def tiles_cell(r: dict) -> str:
+  """``–`` untiled; ``3x3 of 64x64 px`` tiled (rows x cols of tiles, tile size in sample pixels)."""
+  if not r.get("tiled"):
+    return "–"
+  size = f"{r['tiling']['tile_sample_min_height']}x{r['tiling']['tile_sample_min_width']} px"
+  return f"{r['tiles']['grid'][0]}x{r['tiles']['grid'][1]} of {size}" if r.get("tiles") else size
 
 
 def table_cells(r: dict) -> list[str]:
@@ -373,17 +525,19 @@ def table_cells(r: dict) -> list[str]:
   latent = "x".join(map(str, r["latent_shape"]))
   if r["error"]:
     reason = r["error"].splitlines()[0][:100].replace("|", "/")
-    return [r["path"], latent, f"failed: {reason}"] + [""] * (len(TABLE_COLUMNS) - 3)
+    return [r["path"], latent, tiles_cell(r), f"failed: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
   fraction = r["flops_fraction_of_matmul"]
   return [
     r["path"],
     latent,
+    tiles_cell(r),
     fmt(r["compile_s"]),
     fmt(r["cache_load_s"]),
     {None: "–", True: "yes", False: "NO"}[r["cache_hit"]],
     fmt(r["exe_load_s"]) + ("" if r["exe_hit"] in (None, True) else " (miss)"),
     fmt(r["decode_s"] and r["decode_s"]["median"], ".3f"),
     fmt(r["peak_rss_mb"], ".0f"),
+    fmt(r["program_memory_mb"] and r["program_memory_mb"].get("temp"), ".0f"),
     fmt(r["flops"] and r["flops"] / 1e9, ".1f"),
     "–" if fraction is None else f"{100 * fraction:.1f}%",
     fmt(r["max_abs_err"], ".2e"),
@@ -406,22 +560,33 @@ def plot(results: list[dict], path: Path) -> bool:
     progress("matplotlib is not installed: skipping the plot (pip install matplotlib)")
     return False
   rows = [r for r in results if not r["error"]]
-  labels = [f"{r['path']}\nT={r['latent_shape'][2]}" for r in rows]
+  labels = [f"{r['path']}\nT={r['latent_shape'][2]}{' tiled' if r.get('tiled') else ''}" for r in rows]
   colors = {"torch": "tab:blue", "torchax": "tab:orange", "native_flax": "tab:green"}
   panels = [
     ("cold compile (s)", [r["compile_s"] for r in rows]),
     ("warm start, JAX cache (s)", [r["cache_load_s"] for r in rows]),
     ("warm start, executables (s)", [r["exe_load_s"] for r in rows]),
     ("decode, median (s)", [r["decode_s"]["median"] if r["decode_s"] else None for r in rows]),
+    ("peak RSS, host (MB)", [r["peak_rss_mb"] for r in rows]),
+    ("program temp, max (MB)", [r["program_memory_mb"] and r["program_memory_mb"].get("temp") for r in rows]),
   ]
   fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
   for ax, (title, values) in zip(axes, panels):
-    bars = ax.bar(range(len(rows)), [v or 0.0 for v in values], color=[colors.get(r["path"], "gray") for r in rows])
-    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.3g}" for v in values], fontsize=8)
+    bars = ax.bar(
+      range(len(rows)),
+      [v or 0.0 for v in values],
+      color=[colors.get(r["path"], "gray") for r in rows],
+      hatch=["//" if r.get("tiled") else "" for r in rows],
+    )
+    ax.bar_label(bars, labels=["n/a" if v is None else f"{v:.4g}" for v in values], fontsize=8)
     ax.set_xticks(range(len(rows)), labels, fontsize=8)
     ax.set_title(title)
   shapes = sorted({"x".join(map(str, r["latent_shape"])) for r in rows})
-  fig.suptitle(f"CogVideoX VAE decode, latent {', '.join(shapes)}")
+  tiled = next((r["tiling"] for r in rows if r.get("tiled")), None)
+  tiles = ""
+  if tiled:
+    tiles = f"; hatched: tiled, {tiled['tile_sample_min_height']}x{tiled['tile_sample_min_width']} px tiles"
+  fig.suptitle(f"CogVideoX VAE decode, latent {', '.join(shapes)}{tiles}")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -440,13 +605,15 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
   results = []
   with tempfile.TemporaryDirectory(prefix="bench-caches-") as caches:
     for shape in plan.shapes:
-      reference = None
+      # torch first (its output is the reference), each path untiled then tiled: rows side by side.
+      references = dict.fromkeys(map(tiled_suffix, plan.tilings()))
       for path in plan.paths:
-        if path == "torch":
-          record, reference = measure_torch(plan, shape)
-        else:
-          record = measure_jax(plan, path, shape, reference, Path(caches))
-        results.append(record)
+        for tiling in plan.tilings():
+          if path == "torch":
+            record, references[tiled_suffix(tiling)] = measure_torch(plan, shape, tiling)
+          else:
+            record = measure_jax(plan, path, shape, references[tiled_suffix(tiling)], Path(caches), tiling)
+          results.append(record)
   parallel = 1 if plan.simulated else plan.devices  # simulated devices share the host's cores
   add_flops_fraction(results, matmul.get("matmul_flops_per_s"), parallel)
   return build_meta(plan, matmul), results

@@ -5,14 +5,19 @@ leaks from one measurement into the next. Kinds:
 
   devices  platform, device kind and count (the bench checks ``--mesh`` against it before any work)
   matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot``: the yardstick for a decode's achieved FLOP/s
-  torch    diffusers' eager ``AutoencoderKLCogVideoX.decode``: latency and RSS; saves its output as
-           the reference ``.npy`` the JAX paths are compared against
+  torch    diffusers' eager ``AutoencoderKLCogVideoX.decode`` (on CUDA when torch sees a GPU):
+           latency, peak RSS (and CUDA peak allocation); saves its output as the reference ``.npy``
+           the JAX paths are compared against
   jax      one JAX path (``torchax`` | ``native_flax``) from process start to first output, with the
            compile cache dir it is given. ``phase="cold"`` (empty cache): compile times and FLOPs.
            ``phase="warm"`` (cache filled by the cold process, stored executables ignored): whether
            the cache was hit, then decode latency, memory and the error against the reference.
            ``phase="warm_exe"``: warm start from the serialized executables the cold process stored
            (no tracing, no lowering).
+
+With ``"tiling"`` (``enable_tiling``'s four arguments) a torch or jax measurement decodes with tiling
+enabled, as diffusers' ``tiled_decode`` does; the JAX cold phase then compiles one program per tile
+shape (and frame-step kind) and reports each one's XLA memory analysis.
 
 Prints exactly one JSON line on stdout, ``{"ok": true, …}`` or ``{"ok": false, "error": …}``; all
 other output (library chatter included, even from C) goes to stderr.
@@ -70,6 +75,37 @@ def timed_runs(fn, repeats: int) -> dict[str, Any]:
   return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
 
 
+def tile_layout(latent_hw: tuple[int, int], tiling: dict, compression: int) -> dict | None:
+  """How a tiled decode splits a latent of ``(H, W)``: ``None`` when it is not tiled at all.
+
+  ``tiling``: ``enable_tiling``'s four arguments; ``compression``: sample pixels per latent pixel.
+  The tiles are those of diffusers' ``tiled_decode`` (and ``Runner._run_tiled``, which mirrors it):
+  ``{"grid": [rows, cols], "count", "latent_tile": [h, w], "shapes": {"HxW": tiles}, "output_hw": [h, w]}``,
+  ``output_hw`` being the stitched video's size (diffusers keeps ``tile - blend`` sample pixels of
+  each tile, which equals the tile stride only for some tile sizes). Raises ``ValueError`` (from
+  the driver) for tiles too small for their overlap.
+  """
+  from collections import Counter
+
+  from torchax_vae.core.driver import Tiling, _TileGrid
+
+  grid = _TileGrid.for_decode(Tiling(**tiling), compression)
+  height, width = latent_hw
+  if not (height > grid.tile[0] or width > grid.tile[1]):  # diffusers tiles only a latent larger than a tile
+    return None
+  heights = [min(i + grid.tile[0], height) - i for i in range(0, height, grid.stride[0])]
+  widths = [min(j + grid.tile[1], width) - j for j in range(0, width, grid.stride[1])]
+  shapes = Counter(f"{h}x{w}" for h in heights for w in widths)
+  return {
+    "grid": [len(heights), len(widths)],
+    "count": len(heights) * len(widths),
+    "latent_tile": list(grid.tile),
+    "shapes": dict(shapes),
+    "output_hw": [sum(min(grid.keep[0], h * compression) for h in heights),
+                  sum(min(grid.keep[1], w * compression) for w in widths)],
+  }  # fmt: skip
+
+
 # --- devices / matmul ----------------------------------------------------------------------------
 
 
@@ -100,28 +136,43 @@ def run_matmul(args: dict) -> dict:
 
 
 def run_torch(args: dict) -> dict:
-  """diffusers' eager decode (``torch.no_grad``, default threads); saves the reference output."""
+  """diffusers' eager decode (``torch.no_grad``, default threads); saves the reference output.
+
+  Runs on CUDA when torch sees a GPU (TF32 off for float32, so the reference stays exact), else on
+  the CPU. With ``args["tiling"]``: ``model.enable_tiling(**tiling)`` first.
+  """
   import numpy as np
   import torch
   from diffusers import AutoencoderKLCogVideoX
 
   phases = {"imports": time.time() - args["spawned_at"]}
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args["dtype"]]
+  cuda = torch.cuda.is_available()
+  device = torch.device("cuda" if cuda else "cpu")
+  if cuda:
+    torch.backends.cudnn.allow_tf32 = False  # on by default for convolutions
+    torch.backends.cuda.matmul.allow_tf32 = False
   start = time.perf_counter()
-  model = AutoencoderKLCogVideoX.from_pretrained(args["model"], torch_dtype=dtype).eval()
+  model = AutoencoderKLCogVideoX.from_pretrained(args["model"], torch_dtype=dtype).eval().to(device)
   phases["weights"] = time.perf_counter() - start
-  z = torch.from_numpy(latent(args["latent_shape"], args["seed"])).to(dtype)
+  if args.get("tiling"):
+    model.enable_tiling(**args["tiling"])
+  z = torch.from_numpy(latent(args["latent_shape"], args["seed"])).to(device=device, dtype=dtype)
   outputs = []
 
   def decode():
     outputs[:] = [model.decode(z).sample]
+    if cuda:
+      torch.cuda.synchronize(device)
 
   with torch.no_grad():
+    if cuda:
+      torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    decode()  # the warm-up: oneDNN picks its kernels on the first call
+    decode()  # the warm-up: oneDNN (cuDNN) picks its kernels on the first call
     phases["first_run"] = time.perf_counter() - start
     decode_s = timed_runs(decode, args["repeats"])
-  video = outputs[0].float().numpy()
+  video = outputs[0].float().cpu().numpy()
   if args.get("reference"):
     Path(args["reference"]).parent.mkdir(parents=True, exist_ok=True)
     np.save(args["reference"], video)
@@ -130,6 +181,8 @@ def run_torch(args: dict) -> dict:
     "start_breakdown_s": phases,
     "output_shape": list(video.shape),
     "peak_rss_mb": peak_rss_mb(),
+    "device": str(device),
+    "device_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None,
   }
 
 
@@ -198,14 +251,53 @@ def obtain_program(runner, label: str, args: tuple, log: CompilerLog) -> tuple[d
   return {**times, "cache_hit": hit, "deserialized": deserialized}, compiled
 
 
+def decode_walks(runner, x) -> list[tuple[str, Any]]:
+  """The distinct frame-step walks ``runner.decode`` makes over its prepared input ``x``.
+
+  ``[(suffix, walk input)]``: untiled, one walk over ``x`` (suffix ``""``); tiled, one per tile
+  shape (suffix ``" HxW"``, latent pixels), its input sliced exactly as ``Runner._run_tiled``
+  slices that tile, so the programs obtained for it are the ones decode looks up.
+  """
+  import jax
+
+  from torchax_vae.core.driver import _TileGrid
+
+  h_axis, w_axis = runner._spatial_axes()
+  height, width = x.shape[h_axis], x.shape[w_axis]
+  layout = runner_tile_layout(runner, (height, width))
+  if layout is None:
+    return [("", x)]
+  grid = _TileGrid.for_decode(runner.tiling, runner.config.spatial_compression)
+  walks = {}
+  for i in range(0, height, grid.stride[0]):
+    for j in range(0, width, grid.stride[1]):
+      shape = f"{min(i + grid.tile[0], height) - i}x{min(j + grid.tile[1], width) - j}"
+      if shape not in walks:  # the driver's slicing, for the first tile of each shape
+        tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
+        walks[shape] = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
+  assert sorted(walks) == sorted(layout["shapes"]), (sorted(walks), layout)
+  return [(f" {shape}", tile) for shape, tile in walks.items()]
+
+
+def runner_tile_layout(runner, latent_hw) -> dict | None:
+  """:func:`tile_layout` of the runner's current tiling (``None`` when tiling is off or not needed)."""
+  import dataclasses
+
+  if runner.tiling is None:
+    return None
+  return tile_layout(tuple(latent_hw), dataclasses.asdict(runner.tiling), runner.config.spatial_compression)
+
+
 def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
   """Obtains the step programs ``runner.decode(z)`` runs, with decode's own arguments.
 
   z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
-  ``"steady"``) ``{"trace_lower", "compile", "cache_hit", "deserialized"}`` and the program;
-  ``"steady"`` is ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed
-  exactly as decode places them (prepared input sliced to the step; the cache as the first program
-  leaves it), so decode afterwards finds these programs and neither retraces nor recompiles.
+  ``"steady"``; tiled: ``"first HxW"``, ``"steady HxW"`` per tile shape)
+  ``{"trace_lower", "compile", "cache_hit", "deserialized"}`` and the program; a ``"steady"``
+  entry is ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed
+  exactly as decode places them (prepared input sliced to the tile and step; the cache as the
+  first program leaves it), so decode afterwards finds these programs and neither retraces nor
+  recompiles.
   """
   import jax
 
@@ -215,31 +307,48 @@ def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
   x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
   steps = frame_steps(z.shape[2], LATENT_FRAMES_PER_STEP)
   first, _ = runner.step_programs("decode")
-  breakdown: dict[str, Any] = {"first": None, "steady": None}
+  breakdown: dict[str, Any] = {}
   compiled: dict[str, Any] = {}
-  first_in = runner._slice_time(x, *steps[0])
-  prepare_s = time.perf_counter() - start
-  breakdown["first"], compiled["first"] = obtain_program(runner, "decode_first", (runner.params, first_in), log)
-  breakdown["first"]["trace_lower"] += prepare_s
-  if len(steps) > 1:
+  for suffix, walk_in in decode_walks(runner, x):
+    name_first, name_steady = f"first{suffix}", f"steady{suffix}"
+    first_in = runner._slice_time(walk_in, *steps[0])
+    prepare_s = time.perf_counter() - start
+    breakdown[name_first], compiled[name_first] = obtain_program(runner, "decode_first", (runner.params, first_in), log)
+    breakdown[name_first]["trace_lower"] += prepare_s
+    breakdown[name_steady] = None
     start = time.perf_counter()
-    # The cache's shapes without running the first step; placed as the first program leaves it.
-    _, cache = jax.eval_shape(first, runner.params, first_in)
-    cache = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled["first"].output_shardings[1]
-    )
-    cache_shapes_s = time.perf_counter() - start
-    steady_in = runner._slice_time(x, *steps[1])
-    breakdown["steady"], compiled["steady"] = obtain_program(runner, "decode_steady", (runner.params, steady_in, cache), log)
-    breakdown["steady"]["trace_lower"] += cache_shapes_s
+    if len(steps) > 1:
+      # The cache's shapes without running the first step; placed as the first program leaves it.
+      _, cache = jax.eval_shape(first, runner.params, first_in)
+      cache = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled[name_first].output_shardings[1]
+      )
+      cache_shapes_s = time.perf_counter() - start
+      steady_in = runner._slice_time(walk_in, *steps[1])
+      breakdown[name_steady], compiled[name_steady] = obtain_program(
+        runner, "decode_steady", (runner.params, steady_in, cache), log
+      )
+      breakdown[name_steady]["trace_lower"] += cache_shapes_s
+      start = time.perf_counter()
   return breakdown, compiled
 
 
-def program_runs(num_latent_frames: int) -> dict[str, int]:
-  """How often decode runs each program: T=2 -> first 1, steady 0; T=13 -> first 1, steady 5."""
+def program_runs(num_latent_frames: int, tiles: dict | None = None) -> dict[str, int]:
+  """How often decode runs each program: T=2 -> first 1, steady 0; T=13 -> first 1, steady 5.
+
+  Tiled (``tiles``: a :func:`tile_layout`): per tile shape, e.g. ``{"first 6x5": 1, "steady 6x5": 0, …}``,
+  each tile of that shape running the first program once and the steady one per later frame step.
+  """
   from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
 
-  return {"first": 1, "steady": len(frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP)) - 1}
+  steady = len(frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP)) - 1
+  if tiles is None:
+    return {"first": 1, "steady": steady}
+  runs = {}
+  for shape, count in tiles["shapes"].items():
+    runs[f"first {shape}"] = count
+    runs[f"steady {shape}"] = count * steady
+  return runs
 
 
 def program_flops(compiled) -> float | None:
@@ -252,6 +361,31 @@ def program_flops(compiled) -> float | None:
   entries = analysis if isinstance(analysis, list | tuple) else [analysis]
   values = [float(e["flops"]) for e in entries if isinstance(e, dict) and "flops" in e]
   return sum(values) if values else None
+
+
+MEMORY_FIELDS = {  # our name -> CompiledMemoryStats attribute
+  "temp": "temp_size_in_bytes",
+  "argument": "argument_size_in_bytes",
+  "output": "output_size_in_bytes",
+  "alias": "alias_size_in_bytes",
+  "generated_code": "generated_code_size_in_bytes",
+}
+
+
+def program_memory(compiled) -> dict[str, int] | None:
+  """XLA's memory analysis of one compiled program, in bytes (per device under SPMD); ``None`` if unavailable.
+
+  ``temp`` is the scratch the program needs beyond its arguments and outputs: the activations,
+  the part tiling shrinks. ``argument`` includes the weights.
+  """
+  try:
+    stats = compiled.memory_analysis()
+  except (NotImplementedError, RuntimeError, AttributeError):
+    return None
+  if stats is None:
+    return None
+  found = {name: getattr(stats, attr, None) for name, attr in MEMORY_FIELDS.items()}
+  return {name: int(value) for name, value in found.items() if value is not None}
 
 
 def device_memory_mb(devices) -> float | None:
@@ -286,6 +420,8 @@ def run_jax(args: dict) -> dict:
     raise PathUnavailable(f"{args['path']} path unavailable: load() raised NotImplementedError: {err}") from err
   jax.block_until_ready(runner.params)
   start_s["weights"] = time.perf_counter() - start
+  if args.get("tiling"):
+    runner.enable_tiling(**args["tiling"])
   if args["phase"] != "warm_exe":
     # Cold: compile (and store executables for warm_exe). Warm: JAX's persistent cache alone, the
     # warm start most JAX programs get; the stored executables are not looked at.
@@ -312,7 +448,7 @@ def run_jax(args: dict) -> dict:
     deserialized = runner.programs.sources["compiled"] == 0 and runner.programs.sources["deserialized"] > 0
   else:
     breakdown, compiled = compile_decode_programs(runner, z, log)
-    used = [name for name in ("first", "steady") if breakdown[name] is not None]
+    used = [name for name, times in breakdown.items() if times is not None]
     start_s["trace_lower"] = sum(breakdown[name]["trace_lower"] for name in used)
     start_s["cache_fetch"] = sum(breakdown[name]["compile"] for name in used)
     deserialized = all(breakdown[name]["deserialized"] for name in used)
@@ -330,13 +466,17 @@ def run_jax(args: dict) -> dict:
     notes.append(f"first decode retraced step programs: {traces} -> {dict(runner.trace_counts)}")
   new_files = sorted(cache_files(cache_dir) - files_before)
 
-  runs = program_runs(z.shape[2])
+  tiles = runner_tile_layout(runner, z.shape[3:])
+  runs = program_runs(z.shape[2], tiles)
   flops = [program_flops(compiled[name]) for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
   result = {
     "device_count": jax.device_count(),
     "programs": runs,
+    "tiles": tiles,
     "breakdown": breakdown,
+    # XLA's memory analysis of each step program (bytes; per device under SPMD): cold phase only.
+    "program_memory": {name: program_memory(compiled[name]) for name in used},
     "start_breakdown_s": start_s,
     "cache_hit": all(breakdown[name]["cache_hit"] for name in used) and not new_files,
     "cache_new_files": new_files,

@@ -1,7 +1,9 @@
-"""compare.bench: report schema, a real warm-cache hit, simulated devices, and CLI errors (no timings asserted).
+"""compare.bench: report schema, a real warm-cache hit, tiled vs untiled, simulated devices, and CLI
+errors (no timings asserted).
 
 The CLI runs as a subprocess on the tiny checkpoint, as a user runs it; each bench run starts a few
-fresh worker processes, so the two full runs here take most of this file's time.
+fresh worker processes, so the two full runs here take most of this file's time. The single-device
+run is also the ``--tiled`` smoke test (tiling adds about a minute to it, less than a second run).
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from compare import bench, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LATENT = "1,4,2,4,4"
+# The tiny model compresses 2x: a 24x20 px tile is a 12x10 latent tile, so the 8x16 latent is one row
+# of two tiles (8x10 and 8x8; tiles advance 8 latent px) and both tile sizes stitch exactly (32 px).
+RUN_LATENT = "1,4,2,8,16"
+TILE = "24,20"
+TILED_TOL = 1e-4  # max abs vs torch's tiled decode, fp32 (as untiled)
 NUMBER = (int, float)
 
 
@@ -42,7 +49,8 @@ def native_flax_loads(model_dir: Path) -> bool:
 def single_device_run(tiny_dir, tmp_path_factory):
   paths = "torchax,native_flax,torch" if native_flax_loads(tiny_dir) else "torchax,torch"
   out = tmp_path_factory.mktemp("bench")
-  proc = run_bench("--model", str(tiny_dir), "--latent", TINY_LATENT, "--repeats", "1", "--paths", paths, out=out)
+  args = ["--latent", RUN_LATENT, "--repeats", "1", "--paths", paths, "--tiled", "--tile-sample-size", TILE]
+  proc = run_bench("--model", str(tiny_dir), *args, out=out)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return paths.split(","), out, proc
 
@@ -58,7 +66,7 @@ def test_report_schema(single_device_run):
   assert isinstance(meta["device_kind"], str) and meta["matmul_flops_per_s"] > 0
   assert "hostname" not in json.dumps(meta).lower()
 
-  rows = {r["path"]: r for r in report["results"]}
+  rows = {r["path"]: r for r in report["results"] if not r["tiled"]}
   assert sorted(rows) == sorted(paths)
   keys = {
     "path", "mesh", "latent_shape", "dtype", "compile_s", "compile_breakdown_s", "cache_load_s",
@@ -68,7 +76,8 @@ def test_report_schema(single_device_run):
   for row in rows.values():
     assert keys <= set(row), keys - set(row)
     assert row["error"] is None
-    assert row["latent_shape"] == [1, 4, 2, 4, 4] and row["dtype"] == "float32"
+    assert row["latent_shape"] == [1, 4, 2, 8, 16] and row["dtype"] == "float32"
+    assert row["tiling"] is None and row["tiles"] is None and row["output_shape"] == [1, 3, 4, 16, 32]
     assert set(row["decode_s"]) == {"median", "min", "max", "n"} and row["decode_s"]["n"] == 1
     assert row["decode_s"]["min"] <= row["decode_s"]["median"] <= row["decode_s"]["max"]
     assert row["peak_rss_mb"] > 0
@@ -89,8 +98,44 @@ def test_report_schema(single_device_run):
     assert row["flops"] > 0 and row["flops_fraction_of_matmul"] > 0
     assert row["max_abs_err"] <= 1e-4, row["path"]
     assert row["notes"] == []
+    assert row["program_memory_mb"]["temp"] > 0 and row["program_memory_mb"]["argument"] > 0
 
   assert "| path |" in proc.stdout and "torchax" in proc.stdout  # the Markdown table
+
+
+def test_tiled_rows_beside_untiled(single_device_run):
+  paths, out, proc = single_device_run
+  report = json.loads((out / "results.json").read_text())
+  overlaps = {"tile_overlap_factor_height": pytest.approx(1 / 6), "tile_overlap_factor_width": pytest.approx(1 / 5)}
+  tiling = {"tile_sample_min_height": 24, "tile_sample_min_width": 20, **overlaps}
+  assert report["meta"]["tiling"] == tiling
+  # Each path untiled, then tiled; torch (the reference) first.
+  order = [(r["path"], r["tiled"]) for r in report["results"]]
+  assert order == [(path, tiled) for path in ["torch"] + [p for p in paths if p != "torch"] for tiled in (False, True)]
+  rows = {(r["path"], r["tiled"]): r for r in report["results"]}
+  for path in paths:
+    row = rows[path, True]
+    assert row["error"] is None and row["tiling"] == tiling
+    assert row["tiles"] == {"grid": [1, 2], "count": 2, "latent_tile": [12, 10], "shapes": {"8x10": 1, "8x8": 1},
+                            "output_hw": [16, 32]}  # fmt: skip
+    assert row["output_shape"] == [1, 3, 4, 16, 32] and row["peak_rss_mb"] > 0
+
+  for path in (p for p in paths if p != "torch"):
+    untiled, tiled = rows[path, False], rows[path, True]
+    # One program per tile shape; decode found exactly these (no retrace, no recompile).
+    assert tiled["programs"] == {"first 8x10": 1, "steady 8x10": 0, "first 8x8": 1, "steady 8x8": 0}
+    assert set(tiled["program_memory_per_program_mb"]) == {"first 8x10", "first 8x8"}
+    assert tiled["notes"] == [] and tiled["cache_hit"] is True and tiled["exe_hit"] is True
+    # Compared to torch's tiled decode, not its untiled one.
+    assert tiled["max_abs_err"] <= TILED_TOL, path
+    # The largest tile's program needs less scratch than the whole latent's; the weights are the same.
+    assert tiled["program_memory_mb"]["temp"] < untiled["program_memory_mb"]["temp"], path
+    assert tiled["program_memory_mb"]["argument"] == pytest.approx(untiled["program_memory_mb"]["argument"], rel=0.01)
+    assert tiled["flops"] > 0
+
+  table = proc.stdout.splitlines()
+  assert "| tiles |" in table[0] and "| temp MB |" in table[0]
+  assert sum("1x2 of 24x20 px" in line for line in table) == len(paths)
 
 
 def test_warm_start_hits_the_cache(single_device_run):
@@ -126,6 +171,13 @@ def test_simulated_devices(tiny_dir, tmp_path):
     (["--latent", "1,16,2,4,4"], "has 4 latent channels"),
     (["--dtype", "float16"], "--dtype"),
     (["--repeats", "0"], "--repeats"),
+    (["--tile-sample-size", "8,8"], "needs --tiled"),
+    (["--tiled", "--tile-sample-size", "0,8"], "positive integers"),
+    (["--tiled", "--tile-sample-size", "8"], "--tile-sample-size"),
+    (["--tiled", "--tile-sample-size", "7,8"], "multiples of 2"),  # the tiny model's spatial compression
+    (["--tiled", "--tile-sample-size", "2,2"], "tiles too small"),
+    (["--tiled", "--tile-sample-size", "8,16"], "nothing would be tiled"),  # latent 4x4 fits in a 4x8 latent tile
+    (["--tiled"], "nothing would be tiled"),  # diffusers' default: 32x48 px, a 16x24 latent tile
   ],
 )
 def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, args, message):
@@ -172,3 +224,17 @@ def test_markdown_table_shows_a_failed_path():
   table = bench.markdown_table([row])
   assert "failed: native_flax path unavailable" in table
   assert len(table.splitlines()) == 3  # header, rule, the row
+
+
+def test_tile_layout_follows_diffusers_tiled_decode():
+  tiling = {"tile_sample_min_height": 240, "tile_sample_min_width": 360,  # diffusers' default for CogVideoX
+            "tile_overlap_factor_height": 1 / 6, "tile_overlap_factor_width": 1 / 5}  # fmt: skip
+  # 49 x 480 x 720 video: latent 60 x 90, tiles of 30 x 45 every 25 x 36 latent px.
+  layout = worker.tile_layout((60, 90), tiling, 8)
+  assert layout["grid"] == [3, 3] and layout["latent_tile"] == [30, 45] and layout["output_hw"] == [480, 720]
+  assert layout["shapes"] == {"30x45": 4, "30x18": 2, "10x45": 2, "10x18": 1}
+  assert worker.tile_layout((30, 45), tiling, 8) is None  # one tile: diffusers decodes it whole
+  # 64 px tiles do not stitch exactly: diffusers keeps 54 rows (52 columns) of each 64 px tile but advances 48.
+  square = {**tiling, "tile_sample_min_height": 64, "tile_sample_min_width": 64}
+  assert worker.tile_layout((16, 16), square, 8)["output_hw"] == [140, 136]
+  assert worker.program_runs(13, layout)["steady 30x45"] == 4 * 5
