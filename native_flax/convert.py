@@ -182,7 +182,7 @@ def load_into(
       leaf_dtype = np.dtype(target if target is not None else variable.get_value().dtype)
       # Laid out and cast on the host (numpy + ml_dtypes for bfloat16): no XLA program per shape.
       array = np.ascontiguousarray(mapping.rule.to_nnx(host[mapping.torch_key]).astype(leaf_dtype, copy=False))
-      variable = variable.replace(value=jnp.asarray(array))
+      variable = variable.replace(value=jax.device_put(array))  # device_put: no per-shape XLA program
     leaves.append((path, variable))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
