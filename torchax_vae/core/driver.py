@@ -195,20 +195,55 @@ class Runner:
     # is still split (and exact); device_put outside jit would refuse it.
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self._activation), tree)
 
+  def _split_sizes(self, ndim: int) -> tuple[int, ...]:
+    """Devices each axis of an activation of rank ``ndim`` is split over (1: not split)."""
+    spec = tuple(self._activation.spec) + (None,) * ndim
+    return tuple(int(np.prod([self.mesh.shape[n] for n in jax.tree.leaves(spec[i])])) for i in range(ndim))
+
+  def _pad_cache(self, cache: Any) -> Any:
+    """Pads every split axis of the cache leaves up to a multiple of its device count.
+
+    A ``jax.Array`` that leaves a program must divide evenly over the mesh. Inside jit, GSPMD splits
+    an uneven axis (e.g. latent width 90 on tp=4) by padding its last shard; returned as it is, the
+    cache would be all-gathered to replicated at the end of every step (and its split rebuilt in
+    the next). Padded to that same size, each device keeps its shard: no collective at the boundary.
+    """
+    if self._activation is None:
+      return cache
+
+    def pad(a):
+      widths = [(0, -n % m) for n, m in zip(a.shape, self._split_sizes(a.ndim))]
+      return jnp.pad(a, widths) if any(w for _, w in widths) else a
+
+    return jax.tree.map(pad, cache)
+
+  def _unpad_cache(self, cache: Any, step: StepFn, params: Any, inputs: jax.Array) -> Any:
+    """Inverse of :meth:`_pad_cache`; the true shapes are those a first step on ``inputs`` returns.
+
+    (The cache holds the last ``k_t - 1`` frames of each causal conv's input, so its shapes depend
+    only on batch and spatial size, not on how many frames a step has.) Costs one abstract trace,
+    only under a mesh.
+    """
+    if self._activation is None:
+      return cache
+    _, true = jax.eval_shape(lambda p, x: step(p, x, None), params, inputs)
+    return jax.tree.map(lambda a, t: a if a.shape == t.shape else a[tuple(slice(0, n) for n in t.shape)], cache, true)
+
   def _jit_step(self, step: StepFn, label: str, *, first: bool) -> Callable:
     if first:
 
       def program(params, inputs):
         self.trace_counts[label] += 1
         out, cache = step(params, self._constrain(inputs), None)
-        return self._constrain(out), self._constrain(cache)
+        return self._constrain(out), self._constrain(self._pad_cache(cache))
 
     else:
 
       def program(params, inputs, cache):
         self.trace_counts[label] += 1
-        out, cache = step(params, self._constrain(inputs), self._constrain(cache))
-        return self._constrain(out), self._constrain(cache)
+        cache = self._unpad_cache(self._constrain(cache), step, params, inputs)
+        out, cache = step(params, self._constrain(inputs), cache)
+        return self._constrain(out), self._constrain(self._pad_cache(cache))
 
     program.__name__ = f"{self.name}_{label}"
     return jax.jit(program)
