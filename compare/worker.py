@@ -90,11 +90,11 @@ def tile_layout(latent_hw: tuple[int, int], tiling: dict, compression: int) -> d
   from torchax_vae.core.driver import Tiling, _TileGrid
 
   grid = _TileGrid.for_decode(Tiling(**tiling), compression)
-  height, width = latent_hw
-  if not (height > grid.tile[0] or width > grid.tile[1]):  # diffusers tiles only a latent larger than a tile
+  if not grid.splits(*latent_hw):
     return None
-  heights = [min(i + grid.tile[0], height) - i for i in range(0, height, grid.stride[0])]
-  widths = [min(j + grid.tile[1], width) - j for j in range(0, width, grid.stride[1])]
+  tiles = grid.tiles(*latent_hw)
+  heights = [rows.stop - rows.start for rows, _ in (row[0] for row in tiles)]
+  widths = [cols.stop - cols.start for _, cols in tiles[0]]
   shapes = Counter(f"{h}x{w}" for h in heights for w in widths)
   return {
     "grid": [len(heights), len(widths)],
@@ -258,8 +258,6 @@ def decode_walks(runner, x) -> list[tuple[str, Any]]:
   shape (suffix ``" HxW"``, latent pixels), its input sliced exactly as ``Runner._run_tiled``
   slices that tile, so the programs obtained for it are the ones decode looks up.
   """
-  import jax
-
   from torchax_vae.core.driver import _TileGrid
 
   h_axis, w_axis = runner._spatial_axes()
@@ -269,12 +267,10 @@ def decode_walks(runner, x) -> list[tuple[str, Any]]:
     return [("", x)]
   grid = _TileGrid.for_decode(runner.tiling, runner.config.spatial_compression)
   walks = {}
-  for i in range(0, height, grid.stride[0]):
-    for j in range(0, width, grid.stride[1]):
-      shape = f"{min(i + grid.tile[0], height) - i}x{min(j + grid.tile[1], width) - j}"
-      if shape not in walks:  # the driver's slicing, for the first tile of each shape
-        tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
-        walks[shape] = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
+  for rows, cols in (tile for row in grid.tiles(height, width) for tile in row):
+    shape = f"{rows.stop - rows.start}x{cols.stop - cols.start}"
+    if shape not in walks:  # the driver's slicing, for the first tile of each shape
+      walks[shape] = runner._tile(x, rows, cols)
   assert sorted(walks) == sorted(layout["shapes"]), (sorted(walks), layout)
   return [(f" {shape}", tile) for shape, tile in walks.items()]
 

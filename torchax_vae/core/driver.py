@@ -132,6 +132,16 @@ class _TileGrid:
       raise ValueError(f"tiling {tiling}: tiles too small for their overlap (stride {stride}, kept {keep})")
     return cls(tile=tile, stride=stride, blend=blend, keep=keep)
 
+  def splits(self, height: int, width: int) -> bool:
+    """Whether an input of ``(height, width)`` is tiled: diffusers tiles only one larger than a tile."""
+    return height > self.tile[0] or width > self.tile[1]
+
+  def tiles(self, height: int, width: int) -> list[list[tuple[slice, slice]]]:
+    """Each tile's ``(rows, cols)`` in an input of ``(height, width)``, row by row as diffusers walks them."""
+    rows = [slice(i, min(i + self.tile[0], height)) for i in range(0, height, self.stride[0])]
+    cols = [slice(j, min(j + self.tile[1], width)) for j in range(0, width, self.stride[1])]
+    return [[(r, c) for c in cols] for r in rows]
+
 
 class Runner:
   """``decode``/``encode`` with diffusers' contract over a backend's step functions.
@@ -329,6 +339,12 @@ class Runner:
   def _spatial_axes(self) -> tuple[int, int]:
     return (3, 4) if self.steps.layout == "BCTHW" else (2, 3)
 
+  def _tile(self, x: jax.Array, rows: slice, cols: slice) -> jax.Array:
+    """The part of ``x`` (backend layout) a tile covers."""
+    h_axis, w_axis = self._spatial_axes()
+    x = jax.lax.slice_in_dim(x, rows.start, rows.stop, axis=h_axis)
+    return jax.lax.slice_in_dim(x, cols.start, cols.stop, axis=w_axis)
+
   def _run_tiled(
     self, kind: str, x: jax.Array, per_step: int, grid: _TileGrid, progress: Callable[[int, int], None] | None = None
   ) -> jax.Array:
@@ -336,16 +352,13 @@ class Runner:
     frame steps, blended into their upper and left neighbours (blended in place, as diffusers
     does), cropped and stitched. Tiles of one shape share one compiled program per step kind."""
     h_axis, w_axis = self._spatial_axes()
-    height, width = x.shape[h_axis], x.shape[w_axis]
-    num_tiles = len(range(0, height, grid.stride[0])) * len(range(0, width, grid.stride[1]))
-    tick = _ticker(progress, num_tiles * len(frame_steps(x.shape[self._time_axis()], per_step)))
+    tiles = grid.tiles(x.shape[h_axis], x.shape[w_axis])
+    tick = _ticker(progress, sum(map(len, tiles)) * len(frame_steps(x.shape[self._time_axis()], per_step)))
     rows = []
-    for i in range(0, height, grid.stride[0]):
+    for tile_row in tiles:
       row = []
-      for j in range(0, width, grid.stride[1]):
-        tile = jax.lax.slice_in_dim(x, i, min(i + grid.tile[0], height), axis=h_axis)
-        tile = jax.lax.slice_in_dim(tile, j, min(j + grid.tile[1], width), axis=w_axis)
-        tile_out = self._walk_concat(kind, tile, per_step, tick)
+      for tile_rows, tile_cols in tile_row:
+        tile_out = self._walk_concat(kind, self._tile(x, tile_rows, tile_cols), per_step, tick)
         if rows:
           tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
         if row:
@@ -372,8 +385,7 @@ class Runner:
       kinds.check_finite(array, "z")
     prepared = self._prepare(array)
     latent_tile = None if self.tiling is None else _TileGrid.for_decode(self.tiling, self.config.spatial_compression)
-    # diffusers tiles only when the latent is larger than one tile.
-    if latent_tile is not None and (array.shape[3] > latent_tile.tile[0] or array.shape[4] > latent_tile.tile[1]):
+    if latent_tile is not None and latent_tile.splits(*array.shape[3:]):
       out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile, progress)
     else:
       out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP, progress)
@@ -391,7 +403,7 @@ class Runner:
       kinds.check_finite(array, "x")
     prepared = self._prepare(array)
     sample_tile = None if self.tiling is None else _TileGrid.for_encode(self.tiling, self.config.spatial_compression)
-    if sample_tile is not None and (array.shape[3] > sample_tile.tile[0] or array.shape[4] > sample_tile.tile[1]):
+    if sample_tile is not None and sample_tile.splits(*array.shape[3:]):
       moments = self._run_tiled("encode", prepared, SAMPLE_FRAMES_PER_STEP, sample_tile)
     else:
       moments = self._run("encode", prepared, SAMPLE_FRAMES_PER_STEP)
