@@ -43,6 +43,7 @@ from flax import nnx
 
 from torchax_vae.core.checkpoint import CogVideoXVAEConfig
 from torchax_vae.core.conv import conv2d, conv3d_by_time_taps
+from torchax_vae.core.norm import group_norm_channels_last
 
 Array = jax.Array
 ConvCache = dict[str, Any]
@@ -220,7 +221,8 @@ class Conv3d(nnx.Module):
     self.padding = _ntuple(padding, 3)
     self.dilation = _ntuple(dilation, 3)
     bound = 1.0 / np.sqrt(in_channels * int(np.prod(self.kernel_size)))
-    self.kernel, self.bias = _kernel_and_bias(rngs, (*self.kernel_size, in_channels, out_channels), bias, bound, param_dtype)
+    kernel_shape = (*self.kernel_size, in_channels, out_channels)
+    self.kernel, self.bias = _kernel_and_bias(rngs, kernel_shape, bias, bound, param_dtype)
 
   def __call__(self, x: Array) -> Array:
     bias = None if self.bias is None else self.bias[...]
@@ -250,7 +252,8 @@ class Conv2d(nnx.Module):
     self.padding = _ntuple(padding, 2)
     self.dilation = _ntuple(dilation, 2)
     bound = 1.0 / np.sqrt(in_channels * int(np.prod(self.kernel_size)))
-    self.kernel, self.bias = _kernel_and_bias(rngs, (*self.kernel_size, in_channels, out_channels), bias, bound, param_dtype)
+    kernel_shape = (*self.kernel_size, in_channels, out_channels)
+    self.kernel, self.bias = _kernel_and_bias(rngs, kernel_shape, bias, bound, param_dtype)
 
   def __call__(self, x: Array) -> Array:
     bias = None if self.bias is None else self.bias[...]
@@ -260,9 +263,8 @@ class Conv2d(nnx.Module):
 class GroupNorm(nnx.Module):
   """``torch.nn.GroupNorm`` computed channels-last, with no transpose.
 
-  PyTorch groups consecutive channels, so splitting the channel axis into ``(G, C // G)`` and
-  reducing over every axis but batch and group is the same computation. Statistics are float32
-  with the biased variance (two-pass), like PyTorch; the width axis is never merged with another.
+  The statistics (float32, biased variance, the channel axis split into ``(G, C // G)``) come from
+  ``torchax_vae.core.norm``, shared with the torchax path; the width axis is never merged.
   """
 
   def __init__(
@@ -284,12 +286,7 @@ class GroupNorm(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((num_channels,), param_dtype)) if affine else None
 
   def __call__(self, x: Array) -> Array:
-    channels = x.shape[-1]
-    grouped = x.reshape(*x.shape[:-1], self.num_groups, channels // self.num_groups).astype(jnp.float32)
-    axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)  # all but batch and group
-    mean = jnp.mean(grouped, axis=axes, keepdims=True)
-    var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-    out = ((grouped - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+    out, _, _ = group_norm_channels_last(x, self.num_groups, self.eps)
     if self.scale is not None:
       out = out * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
     return out.astype(x.dtype)

@@ -14,6 +14,7 @@ import jax
 from flax import nnx
 
 from torchax_vae.core import conv as conv_lib
+from torchax_vae.core import norm as norm_lib
 from torchax_vae.core.driver import StepFunctions
 
 from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
@@ -43,5 +44,6 @@ def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]
 
   from . import autoencoder_kl_cogvideox
 
-  fingerprint = {"flax": flax.__version__, "source": source_digest(sys.modules[__name__], autoencoder_kl_cogvideox, conv_lib)}
+  source = source_digest(sys.modules[__name__], autoencoder_kl_cogvideox, conv_lib, norm_lib)
+  fingerprint = {"flax": flax.__version__, "source": source}
   return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step, fingerprint=fingerprint)

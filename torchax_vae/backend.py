@@ -17,6 +17,7 @@ import numpy as np
 from ._torchax_compat import import_torchax
 from .core import conv as conv_lib
 from .core import mesh as mesh_lib
+from .core import norm as norm_lib
 from .core.checkpoint import CogVideoXVAEConfig
 from .core.driver import DTYPES, StepFunctions
 
@@ -118,20 +119,14 @@ def _group_norm_keeping_layout(x, weight, bias, n, c, hxw, group, eps):
   (~0.2 s of a CPU decode) instead of through a transposing access.
   Statistics are taken in float32, as PyTorch does for reduced-precision inputs.
   """
-  del n, hxw  # implied by x's shape
-  channels_last = jnp.moveaxis(x, 1, -1)
-  grouped = channels_last.reshape(*channels_last.shape[:-1], group, c // group).astype(jnp.float32)
-  axes = (*range(1, grouped.ndim - 2), grouped.ndim - 1)  # all but batch and group
-  mean = jnp.mean(grouped, axis=axes, keepdims=True)
-  var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-  rstd = jax.lax.rsqrt(var + eps)
-  out = ((grouped - mean) * rstd).reshape(channels_last.shape)
+  del n, c, hxw  # implied by x's shape
+  out, mean, rstd = norm_lib.group_norm_channels_last(jnp.moveaxis(x, 1, -1), group, eps)
   if weight is not None:
     out = out * weight.astype(jnp.float32)
   if bias is not None:
     out = out + bias.astype(jnp.float32)
   out = jnp.moveaxis(out, -1, 1)
-  return out.astype(x.dtype), mean.reshape(x.shape[0], group).astype(x.dtype), rstd.reshape(x.shape[0], group).astype(x.dtype)
+  return out.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
 
 
 def _upsample_nearest_axis_by_axis(x, output_size, *scales):
@@ -244,7 +239,7 @@ def make_steps(module: torch.nn.Module) -> StepFunctions:
     "torch": torch.__version__,
     "torchax": torchax.__version__,
     "diffusers": diffusers.__version__,
-    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, cogvideox),
+    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, cogvideox),
   }
   return StepFunctions(
     layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint
