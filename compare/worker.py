@@ -46,7 +46,6 @@ JAX_PATHS = {
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert")),
 }
 MATMUL_SIZE = 2048
-CACHE_HIT_MESSAGE = "Persistent compilation cache hit"
 
 
 class PathUnavailable(RuntimeError):
@@ -234,19 +233,20 @@ def import_path(path: str):
   return package
 
 
-def obtain_program(runner, label: str, args: tuple, log: CompilerLog) -> tuple[dict, Any]:
+def obtain_program(runner, label: str, args: tuple) -> tuple[dict, Any]:
   """The runner's own compiled program for ``args`` (so decode reuses it), with its cost timed.
 
   Returns ``({"trace_lower", "compile", "cache_hit", "deserialized"}, compiled)``. ``compile`` is
   the XLA compile — a persistent-cache fetch when the cache is warm — or, for a program loaded as a
   serialized executable, the deserialization (then ``trace_lower`` is 0).
   """
-  before = dict(runner.programs.timings)
-  with log.window() as messages:
-    compiled = runner.programs.get(label, runner.step_programs(label.split("_")[0])[label.endswith("steady")], args)
-  spent = {k: runner.programs.timings[k] - before[k] for k in before}
-  deserialized = spent["deserialize"] > 0
-  hit = deserialized or any(m.startswith(CACHE_HIT_MESSAGE) for m in messages)
+  programs = runner.programs
+  before, sources_before = dict(programs.timings), dict(programs.sources)
+  compiled = programs.get(label, runner.step_programs(label.split("_")[0])[label.endswith("steady")], args)
+  spent = {k: programs.timings[k] - before[k] for k in before}
+  came_from = {k: programs.sources[k] - sources_before[k] for k in sources_before}
+  deserialized = came_from["deserialized"] > 0
+  hit = deserialized or came_from["jax_cache"] > 0
   times = {"trace_lower": spent["trace_lower"], "compile": spent["compile"] + spent["deserialize"]}
   return {**times, "cache_hit": hit, "deserialized": deserialized}, compiled
 
@@ -284,7 +284,7 @@ def runner_tile_layout(runner, latent_hw) -> dict | None:
   return tile_layout(tuple(latent_hw), dataclasses.asdict(runner.tiling), runner.config.spatial_compression)
 
 
-def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
+def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   """Obtains the step programs ``runner.decode(z)`` runs, with decode's own arguments.
 
   z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
@@ -309,7 +309,7 @@ def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
     name_first, name_steady = f"first{suffix}", f"steady{suffix}"
     first_in = runner._slice_time(walk_in, *steps[0])
     prepare_s = time.perf_counter() - start
-    breakdown[name_first], compiled[name_first] = obtain_program(runner, "decode_first", (runner.params, first_in), log)
+    breakdown[name_first], compiled[name_first] = obtain_program(runner, "decode_first", (runner.params, first_in))
     breakdown[name_first]["trace_lower"] += prepare_s
     breakdown[name_steady] = None
     start = time.perf_counter()
@@ -322,7 +322,7 @@ def compile_decode_programs(runner, z, log: CompilerLog) -> tuple[dict, dict]:
       cache_shapes_s = time.perf_counter() - start
       steady_in = runner._slice_time(walk_in, *steps[1])
       breakdown[name_steady], compiled[name_steady] = obtain_program(
-        runner, "decode_steady", (runner.params, steady_in, cache), log
+        runner, "decode_steady", (runner.params, steady_in, cache)
       )
       breakdown[name_steady]["trace_lower"] += cache_shapes_s
       start = time.perf_counter()
@@ -443,7 +443,7 @@ def run_jax(args: dict) -> dict:
     used, breakdown, compiled = [], {}, {}
     deserialized = runner.programs.sources["compiled"] == 0 and runner.programs.sources["deserialized"] > 0
   else:
-    breakdown, compiled = compile_decode_programs(runner, z, log)
+    breakdown, compiled = compile_decode_programs(runner, z)
     used = [name for name, times in breakdown.items() if times is not None]
     start_s["trace_lower"] = sum(breakdown[name]["trace_lower"] for name in used)
     start_s["cache_fetch"] = sum(breakdown[name]["compile"] for name in used)

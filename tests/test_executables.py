@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -35,36 +36,64 @@ def _run(path, tiny_dir, cache, tmp_path, *, dtype="float32", frames=3, name="ou
   return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
 
 
+COMPILED = {"compiled": 1, "jax_cache": 0, "deserialized": 0}
+FROM_JAX_CACHE = {"compiled": 0, "jax_cache": 1, "deserialized": 0}
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_round_trip_and_fallbacks(path, tiny_dir, tmp_path):
   cache = tmp_path / "cache"
   cold, expected = _run(path, tiny_dir, cache, tmp_path, name="cold")
-  assert cold["sources"] == {"compiled": 1, "deserialized": 0} and cold["traces"] == {"decode_first": 1}
+  assert cold["sources"] == COMPILED and cold["traces"] == {"decode_first": 1}
   stored = list((cache / "executables").glob("*.exe"))
   assert len(stored) == 1
 
   # A fresh process loads the executable: no tracing, no compiling, the same result.
   warm, out = _run(path, tiny_dir, cache, tmp_path, name="warm")
-  assert warm["sources"] == {"compiled": 0, "deserialized": 1} and warm["traces"] == {}
+  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 1} and warm["traces"] == {}
   np.testing.assert_array_equal(out, expected)
 
   # Other inputs or dtype: other keys, compiled (and stored) anew.
   other, _ = _run(path, tiny_dir, cache, tmp_path, frames=2, name="other")
-  assert other["sources"] == {"compiled": 1, "deserialized": 0}
+  assert other["sources"] == COMPILED
   bf16, _ = _run(path, tiny_dir, cache, tmp_path, dtype="bfloat16", name="bf16")
-  assert bf16["sources"] == {"compiled": 1, "deserialized": 0}
+  assert bf16["sources"] == COMPILED
+  assert len(list((cache / "executables").glob("*.exe"))) == 3
 
-  # An entry that does not fit its key (here: another program's file under this name) is refused.
+  # An entry that does not fit its key (here: another program's file under this name) is refused
+  # and removed; the program comes from JAX's persistent cache.
   entries = sorted((cache / "executables").glob("*.exe"), key=lambda p: p.stat().st_mtime)
   entries[0].write_bytes(entries[-1].read_bytes())
   mismatched, out = _run(path, tiny_dir, cache, tmp_path, name="mismatched")
-  assert mismatched["sources"] == {"compiled": 1, "deserialized": 0}
+  assert mismatched["sources"] == FROM_JAX_CACHE
   assert any("built for other inputs" in w for w in mismatched["warnings"])
   np.testing.assert_array_equal(out, expected)
 
-  # A corrupt entry: a warning, then a compile.
+  # A program fetched from JAX's cache is not stored: re-serialized, an XLA:CPU executable loses its
+  # kernels ("Function slice_bitcast_fusion.N not found" at the next process's first run).
+  assert not entries[0].exists()
+  again, out = _run(path, tiny_dir, cache, tmp_path, name="again")
+  assert again["sources"] == FROM_JAX_CACHE and again["warnings"] == []
+  np.testing.assert_array_equal(out, expected)
+
+  # A corrupt entry: a warning, removed, then the program from JAX's cache.
   entries[0].write_bytes(b"not an executable")
   corrupt, out = _run(path, tiny_dir, cache, tmp_path, name="corrupt")
-  assert corrupt["sources"] == {"compiled": 1, "deserialized": 0}
+  assert corrupt["sources"] == FROM_JAX_CACHE
   assert any("could not be used" in w for w in corrupt["warnings"])
+  assert not entries[0].exists()
   np.testing.assert_array_equal(out, expected)
+
+
+def test_entries_of_another_format_are_replaced_silently(tmp_path):
+  import pickle
+
+  from torchax_vae.core.executables import FORMAT_VERSION, ExecutableStore
+
+  store = ExecutableStore(tmp_path)
+  old = tmp_path / "k.exe"
+  old.write_bytes(pickle.dumps({"format": FORMAT_VERSION - 1, "signature": "()", "executable": b"", "out_tree": None}))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert store.load("k", None, (), []) is None
+  assert not old.exists()

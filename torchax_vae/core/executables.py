@@ -6,6 +6,11 @@ start deserializes it directly. The store is keyed by everything the program dep
 backend's fingerprint (its package versions and source), model config, dtype, program label, the
 abstract signature of the inputs (shapes, dtypes, shardings, devices), jax/jaxlib version and the
 backend's platform — and any failure to use a stored executable falls back to compiling.
+
+Only fresh compiles are stored. On XLA:CPU (jaxlib 0.10.2) an executable that JAX itself loaded from
+its persistent cache serializes without its kernels: stored and loaded again, it fails at its first
+run with ``NOT_FOUND: Function slice_bitcast_fusion.N not found``. So a program that came from a
+persistent-cache hit is used but not stored; the store fills the next time that program compiles.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import hashlib
 import json
 import os
 import pickle
+import contextlib
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -24,7 +31,8 @@ from typing import Any
 import jax
 import jaxlib
 
-FORMAT_VERSION = 1
+# 2: entries are only written from fresh compiles (format 1 could hold re-serialized cache hits).
+FORMAT_VERSION = 2
 
 
 def source_digest(*modules) -> str:
@@ -44,6 +52,23 @@ def signature(args: tuple) -> tuple:
     devices = tuple(sorted(d.id for d in sharding.device_set)) if sharding is not None else ()
     described.append((tuple(leaf.shape), str(leaf.dtype), repr(sharding), devices))
   return (str(tree), tuple(described))
+
+
+@contextlib.contextmanager
+def persistent_cache_hits():
+  """Counts JAX persistent-cache hits of compiles on this thread inside the block: yields a list."""
+  thread = threading.get_ident()
+  hits: list[str] = []
+
+  def listener(event: str, **_) -> None:
+    if event == "/jax/compilation_cache/cache_hits" and threading.get_ident() == thread:
+      hits.append(event)
+
+  jax.monitoring.register_event_listener(listener)
+  try:
+    yield hits
+  finally:
+    jax.monitoring.unregister_event_listener(listener)
 
 
 class ExecutableStore:
@@ -67,8 +92,12 @@ class ExecutableStore:
     try:
       with path.open("rb") as handle:
         payload = pickle.load(handle)
-      if payload.get("format") != FORMAT_VERSION or payload.get("signature") != repr(sig):
+      if payload.get("format") != FORMAT_VERSION:
+        self._discard(path)  # written by another version of this store: compile and replace it
+        return None
+      if payload.get("signature") != repr(sig):
         warnings.warn(f"stored executable {path.name} was built for other inputs; compiling", stacklevel=4)
+        self._discard(path)
         return None
       # Without execution_devices the program would be loaded for every visible device, and a
       # one-device (or smaller-mesh) program then refuses its inputs.
@@ -77,7 +106,14 @@ class ExecutableStore:
       )
     except Exception as err:  # noqa: BLE001 — any unusable entry means: compile instead
       warnings.warn(f"stored executable {path.name} could not be used ({type(err).__name__}: {err}); compiling", stacklevel=4)
+      self._discard(path)
       return None
+
+  @staticmethod
+  def _discard(path: Path) -> None:
+    # An unusable entry is removed, so that it warns once, and a later fresh compile can take its place.
+    with contextlib.suppress(OSError):
+      path.unlink()
 
   def save(self, key: str, compiled, sig: tuple) -> None:
     if self.directory is None:
@@ -101,7 +137,9 @@ class Programs:
   """The compiled programs of one runner: memory first, then the store, then lower + compile.
 
   ``timings`` accumulates seconds per phase (``trace_lower``, ``compile``, ``deserialize``) and
-  ``sources`` counts where each program came from (``compiled``, ``deserialized``).
+  ``sources`` counts where each program came from: ``compiled`` (a fresh XLA compile, stored),
+  ``jax_cache`` (traced, lowered and fetched from JAX's persistent cache, not stored: see the module
+  docstring) or ``deserialized`` (from the store).
   """
 
   def __init__(self, fingerprint: dict[str, Any], store: ExecutableStore, devices: list):
@@ -124,7 +162,7 @@ class Programs:
     self.devices = devices  # the programs' device assignment (mesh order)
     self._compiled: dict[tuple, Callable] = {}
     self.timings = {"trace_lower": 0.0, "compile": 0.0, "deserialize": 0.0}
-    self.sources = {"compiled": 0, "deserialized": 0}
+    self.sources = {"compiled": 0, "jax_cache": 0, "deserialized": 0}
 
   def key(self, label: str, sig: tuple) -> str:
     return hashlib.sha256(f"{self.fingerprint}|{label}|{sig}".encode()).hexdigest()[:32]
@@ -149,8 +187,12 @@ class Programs:
     lowered = jitted.lower(*args)
     self.timings["trace_lower"] += time.perf_counter() - start
     start = time.perf_counter()
-    compiled = lowered.compile()
+    with persistent_cache_hits() as hits:
+      compiled = lowered.compile()
     self.timings["compile"] += time.perf_counter() - start
-    self.sources["compiled"] += 1
-    self.store.save(key, compiled, sig)
+    if hits:
+      self.sources["jax_cache"] += 1
+    else:
+      self.sources["compiled"] += 1
+      self.store.save(key, compiled, sig)
     return compiled
