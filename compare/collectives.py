@@ -48,6 +48,20 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   return [first_compiled.as_text(), steady.lower(runner.params, z_spec, cache).compile().as_text()]
 
 
+def _simulate_cpu_devices(count: int) -> None:
+  """Lets a CPU host simulate ``count`` devices for the mesh (XLA ignores the flag on TPU/GPU).
+
+  XLA reads the flag when JAX's backends start, not when jax is imported (the mesh parser above
+  imports it), so it is set unless the backends already run or the caller chose a count.
+  """
+  from jax._src import xla_bridge  # private; no public way to ask whether the backends have started
+
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" in flags or xla_bridge.backends_are_initialized():
+    return
+  os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
 def load_path(path: str, model, mesh: str):
   if path == "torchax":
     import torchax_vae
@@ -83,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
   needed = 1
   for size in sizes.values():
     needed *= size
-  if "jax" not in sys.modules and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # A CPU host simulates the mesh's devices; set before jax is imported (ignored on TPU/GPU).
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={needed}".strip()
+  _simulate_cpu_devices(needed)
 
   model = args.model
   if model is None:

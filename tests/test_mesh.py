@@ -38,7 +38,7 @@ def test_eight_devices_are_simulated():
   "shape",
   [
     (2, 4, 3, 4, 8),  # divides both axes
-    (1, 4, 2, 4, 6),  # batch 1 on dp=2, latent width 6 on tp=4: GSPMD pads both
+    (1, 4, 2, 4, 6),  # batch 1 on dp=2 (the driver pads it), latent width 6 on tp=4 (GSPMD pads it)
     (3, 4, 4, 5, 5),
   ],
 )
@@ -57,6 +57,15 @@ def test_sharded_output_stays_split_on_device(sharded):
 def test_sharded_encode_equals_unsharded(plain, sharded):
   x = np.tanh(randn(2, 3, 9, 16, 32, seed=4))
   np.testing.assert_allclose(sharded.encode(x), plain.encode(x), atol=SHARDED_TOL, rtol=0)
+
+
+def test_uneven_batch_is_padded_then_dropped(plain, sharded):
+  # Batch 3 on dp=2 runs as 4 (a zero sample added, then dropped); a key's noise must not see it.
+  x = np.tanh(randn(3, 3, 9, 8, 16, seed=5))
+  key = jax.random.key(7)
+  sampled = sharded.encode(x, key)
+  assert sampled.shape[:2] == (3, 4)
+  np.testing.assert_allclose(sampled, plain.encode(x, key), atol=SHARDED_TOL, rtol=0)
 
 
 def test_mesh_object_is_accepted(tiny_dir, path, plain):
