@@ -172,17 +172,25 @@ def _conv(
   return out
 
 
+def _draw(stream: nnx.RngStream) -> Array:
+  """``stream()``: the same key and counter step, without flax's cost under ``nnx.eval_shape``.
+
+  flax steps the counter with ``count[...] += 1``; under the loader's abstract build that assignment
+  compares the traced value's ``sharding``, and the tracer's error message for it walks the whole
+  program traced so far, so the build grew with the square of the draws (2b config: 1.35 s for 304
+  draws). Replacing the counter's value whole skips that comparison.
+  """
+  key = jax.random.fold_in(stream.key[...], stream.count[...])
+  stream.count.set_value(stream.count[...] + 1)
+  return key
+
+
 def _kernel_and_bias(
   rngs: nnx.Rngs, kernel_shape: tuple[int, ...], bias: bool, bound: float, dtype: DType
 ) -> tuple[nnx.Param, nnx.Param | None]:
-  """PyTorch's init (uniform ±bound) of a layer's kernel ``(..., I, O)`` and bias ``(O,)``.
-
-  One draw from ``rngs.params`` per layer, not per parameter: under ``nnx.eval_shape`` (the loader's
-  abstract build) every draw updates the RNG counter, and that update's check inspects the whole
-  program traced so far, so the build time grows with the square of the draws (2b config: 304
-  draws took 1.35 s).
-  """
-  key = rngs.params()
+  """PyTorch's init (uniform ±bound) of a layer's kernel ``(..., I, O)`` and bias ``(O,)``, from one
+  draw of ``rngs.params`` per layer (:func:`_draw`)."""
+  key = _draw(rngs.params)
 
   def uniform(index: int, shape: tuple[int, ...]) -> Array:
     return jax.random.uniform(jax.random.fold_in(key, index), shape, jnp.float32, -bound, bound).astype(dtype)

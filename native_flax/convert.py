@@ -180,9 +180,11 @@ def load_into(
     mapping = by_path.get(tuple(path))
     if mapping is not None:
       leaf_dtype = np.dtype(target if target is not None else variable.get_value().dtype)
-      # Laid out and cast on the host (numpy + ml_dtypes for bfloat16): no XLA program per shape.
-      array = np.ascontiguousarray(mapping.rule.to_nnx(host[mapping.torch_key]).astype(leaf_dtype, copy=False))
-      variable = variable.replace(value=jax.device_put(array))  # device_put: no per-shape XLA program
+      # Cast on the host (numpy + ml_dtypes for bfloat16) and laid out by device_put: no XLA program
+      # per shape, and the transposed view goes in as it is (PjRt's strided copy transposes it 2-3x
+      # faster than numpy's ascontiguousarray).
+      array = mapping.rule.to_nnx(host[mapping.torch_key]).astype(leaf_dtype, copy=False)
+      variable = variable.replace(value=jax.device_put(array))
     leaves.append((path, variable))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
