@@ -51,7 +51,7 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
 def _simulate_cpu_devices(count: int) -> None:
   """Lets a CPU host simulate ``count`` devices for the mesh (XLA ignores the flag on TPU/GPU).
 
-  XLA reads the flag when JAX's backends start, not when jax is imported (the mesh parser above
+  XLA reads the flag when JAX's backends start, not when jax is imported (``main``'s mesh parser
   imports it), so it is set unless the backends already run or the caller chose a count.
   """
   from jax._src import xla_bridge  # private; no public way to ask whether the backends have started

@@ -441,7 +441,8 @@ def run_jax(args: dict) -> dict:
     start_s["cache_fetch"] = spent["compile"] + spent["deserialize"]
     start_s["first_run"] = total - start_s["trace_lower"] - start_s["cache_fetch"]
     used, breakdown, compiled = [], {}, {}
-    deserialized = runner.programs.sources["compiled"] == 0 and runner.programs.sources["deserialized"] > 0
+    sources = runner.programs.sources
+    deserialized = sources["deserialized"] > 0 and sources["compiled"] == 0 and sources["jax_cache"] == 0
   else:
     breakdown, compiled = compile_decode_programs(runner, z)
     used = [name for name, times in breakdown.items() if times is not None]

@@ -60,12 +60,21 @@ def test_sharded_encode_equals_unsharded(plain, sharded):
 
 
 def test_uneven_batch_is_padded_then_dropped(plain, sharded):
-  # Batch 3 on dp=2 runs as 4 (a zero sample added, then dropped); a key's noise must not see it.
+  # Batch 3 on dp=2 runs as 4: a zero sample is added, then dropped.
   x = np.tanh(randn(3, 3, 9, 8, 16, seed=5))
+  assert sharded._prepare(jnp.asarray(x)).shape[0] == 4
+  # Non-partitionable threefry: noise drawn for the padded batch would differ in its first 3 rows.
   key = jax.random.key(7)
-  sampled = sharded.encode(x, key)
+  with jax.threefry_partitionable(False):
+    sampled = sharded.encode(x, key)
+    expected = plain.encode(x, key)
   assert sampled.shape[:2] == (3, 4)
-  np.testing.assert_allclose(sampled, plain.encode(x, key), atol=SHARDED_TOL, rtol=0)
+  np.testing.assert_allclose(sampled, expected, atol=SHARDED_TOL, rtol=0)
+  # A jax.Array result keeps the caller's batch (replicated over dp: 3 does not split over 2).
+  z = jnp.asarray(randn(3, 4, 2, 4, 8, seed=6))
+  out = sharded.decode(z)
+  assert isinstance(out, jax.Array) and out.shape[0] == 3
+  np.testing.assert_allclose(out, plain.decode(np.asarray(z)), atol=SHARDED_TOL, rtol=0)
 
 
 def test_mesh_object_is_accepted(tiny_dir, path, plain):

@@ -314,12 +314,20 @@ class Runner:
     Left uneven (3 videos on dp=2, or 1), GSPMD would pad the batch inside every program, and the
     per-frame 2D convolutions, which merge batch with time, would lose that split: 88 all-gathers
     per program pair on a tiny config. Samples are independent (group norm's statistics are per
-    sample), so the added ones change nothing, and :meth:`_drop_batch_padding` removes them.
+    sample), so the added ones change nothing, and :meth:`_result` removes them.
     """
-    return 0 if self._activation is None else -batch % self._split_sizes(5)[0]  # batch: axis 0 in both layouts
+    return 0 if self.mesh is None else -batch % self.mesh.shape.get(mesh_lib.BATCH_AXIS, 1)
 
-  def _drop_batch_padding(self, out: jax.Array, batch: int) -> jax.Array:
-    return out if out.shape[0] == batch else out[:batch]
+  def _result(self, out: jax.Array, batch: int, kind: str) -> Any:
+    """``out`` (batch on axis 0) in the caller's kind, without the batch padding.
+
+    Host results are cut on the host: cut on device, an uneven batch cannot stay split over dp, so
+    the whole output would be copied to every dp device first. A ``jax.Array`` result of an uneven
+    batch is therefore replicated over dp.
+    """
+    if out.shape[0] == batch:
+      return kinds.from_jax(out, kind)
+    return out[:batch] if kind == kinds.JAX else kinds.from_jax(out, kind)[:batch]
 
   def _prepare(self, array: jax.Array) -> jax.Array:
     """Cast, backend layout, batch padded to the mesh (:meth:`_batch_padding`), placed on the mesh."""
@@ -406,7 +414,7 @@ class Runner:
       out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile, progress)
     else:
       out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP, progress)
-    return kinds.from_jax(self._drop_batch_padding(out, array.shape[0]), kind)
+    return self._result(out, array.shape[0], kind)
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
     """Video ``(B, 3, F, H, W)`` in [-1, 1] -> latents ``(B, C, T, H/8, W/8)``.
@@ -424,8 +432,9 @@ class Runner:
       moments = self._run_tiled("encode", prepared, SAMPLE_FRAMES_PER_STEP, sample_tile)
     else:
       moments = self._run("encode", prepared, SAMPLE_FRAMES_PER_STEP)
-    # Before sampling: the noise a key gives must not depend on the mesh's batch padding.
-    latents = _posterior(self._drop_batch_padding(moments, array.shape[0]), key)
+    if moments.shape[0] != array.shape[0]:  # cut before sampling: a key's noise must not see the batch padding
+      moments = moments[: array.shape[0]]
+    latents = _posterior(moments, key)
     return kinds.from_jax(latents, kind)
 
 
