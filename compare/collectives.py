@@ -39,12 +39,7 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   z = runner._prepare(jnp.zeros((b, c, 2, h, w), jnp.float32))
   z_spec = jax.ShapeDtypeStruct(z.shape, z.dtype, sharding=z.sharding)
   first_compiled = first.lower(runner.params, z_spec).compile()
-  # The cache as the first program leaves it: its shapes, placed with the program's output shardings
-  # (a width the mesh does not divide is padded inside jit, so no sharding can be built outside it).
-  _, cache = jax.eval_shape(first, runner.params, z_spec)
-  cache = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, first_compiled.output_shardings[1]
-  )
+  cache = runner.steady_cache_spec("decode", z_spec, first_compiled)
   return [first_compiled.as_text(), steady.lower(runner.params, z_spec, cache).compile().as_text()]
 
 

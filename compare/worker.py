@@ -295,14 +295,11 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   first program leaves it), so decode afterwards finds these programs and neither retraces nor
   recompiles.
   """
-  import jax
-
   from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
 
   start = time.perf_counter()
   x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
   steps = frame_steps(z.shape[2], LATENT_FRAMES_PER_STEP)
-  first, _ = runner.step_programs("decode")
   breakdown: dict[str, Any] = {}
   compiled: dict[str, Any] = {}
   for suffix, walk_in in decode_walks(runner, x):
@@ -314,11 +311,7 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
     breakdown[name_steady] = None
     start = time.perf_counter()
     if len(steps) > 1:
-      # The cache's shapes without running the first step; placed as the first program leaves it.
-      _, cache = jax.eval_shape(first, runner.params, first_in)
-      cache = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, compiled[name_first].output_shardings[1]
-      )
+      cache = runner.steady_cache_spec("decode", first_in, compiled[name_first])
       cache_shapes_s = time.perf_counter() - start
       steady_in = runner._slice_time(walk_in, *steps[1])
       breakdown[name_steady], compiled[name_steady] = obtain_program(

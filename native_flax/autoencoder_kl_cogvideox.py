@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from torchax_vae.core.checkpoint import CogVideoXVAEConfig
-from torchax_vae.core.conv import conv2d, conv3d_by_time_taps
+from torchax_vae.core.conv import conv_channels_last
 from torchax_vae.core.norm import group_norm_channels_last
 
 Array = jax.Array
@@ -155,23 +155,6 @@ def _avg_pool_time(x: Array) -> Array:
   return (even + odd) / 2
 
 
-def _conv(
-  x: Array,
-  kernel: Array,
-  bias: Array | None,
-  stride: tuple[int, ...],
-  padding: tuple[int, ...],
-  dilation: tuple[int, ...],
-) -> Array:
-  """3D as the sum of per-time-tap 2D convolutions (why: ``torchax_vae.core.conv``), 2D as one."""
-  if kernel.ndim == 5:
-    return conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
-  out = conv2d(x, kernel, stride, padding, dilation)
-  if bias is not None:
-    out = out + bias.astype(out.dtype)
-  return out
-
-
 def _draw(stream: nnx.RngStream) -> Array:
   """``stream()``: the same key and counter step, without flax's cost under ``nnx.eval_shape``.
 
@@ -234,7 +217,7 @@ class Conv3d(nnx.Module):
 
   def __call__(self, x: Array) -> Array:
     bias = None if self.bias is None else self.bias[...]
-    return _conv(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
+    return conv_channels_last(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
 
 
 class Conv2d(nnx.Module):
@@ -265,7 +248,7 @@ class Conv2d(nnx.Module):
 
   def __call__(self, x: Array) -> Array:
     bias = None if self.bias is None else self.bias[...]
-    return _conv(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
+    return conv_channels_last(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
 
 
 class GroupNorm(nnx.Module):

@@ -182,13 +182,7 @@ def _convolution_channels_last(input, weight, bias, stride, padding, dilation, t
     return out
   x = jnp.moveaxis(input, 1, -1)
   kernel = jnp.transpose(weight, (*range(2, weight.ndim), 1, 0))  # (*kernel, I, O)
-  if nd == 3:
-    out = conv_lib.conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
-  else:
-    out = conv_lib.conv2d(x, kernel, stride, padding, dilation)
-    if bias is not None:
-      out = out + bias
-  return jnp.moveaxis(out, -1, 1)
+  return jnp.moveaxis(conv_lib.conv_channels_last(x, kernel, bias, stride, padding, dilation), -1, 1)
 
 
 def install_op_overrides(env) -> None:

@@ -8,8 +8,8 @@ the same products and sums in another order (fp32 agrees to ~1e-6). Frames fold 
 axis; H and W stay their own axes, so a width-sharded input keeps its sharding and GSPMD still
 exchanges only halos. On TPU/GPU the form is equally valid (the taps are ordinary convolutions).
 
-``native_flax`` calls these from its ``Conv3d``/``Conv2d``; ``torchax_vae`` from its
-``aten.convolution`` override (``torchax_vae.backend``).
+``native_flax`` calls :func:`conv_channels_last` from its ``Conv3d``/``Conv2d``; ``torchax_vae`` from
+its ``aten.convolution`` override (``torchax_vae.backend``).
 """
 
 from __future__ import annotations
@@ -71,3 +71,18 @@ def conv3d_by_time_taps(
   if bias is not None:
     out = out + bias.astype(out.dtype)
   return out.astype(x.dtype).reshape(batch, out_frames, *out.shape[1:])
+
+
+def conv_channels_last(
+  x: Array,
+  kernel: Array,
+  bias: Array | None,
+  stride: tuple[int, ...],
+  padding: tuple[int, ...],
+  dilation: tuple[int, ...],
+) -> Array:
+  """2D ``(N, H, W, C)`` or 3D ``(N, T, H, W, C)`` convolution (+ bias); 3D by time taps, 2D as one."""
+  if kernel.ndim == 5:
+    return conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
+  out = conv2d(x, kernel, stride, padding, dilation)
+  return out if bias is None else out + bias.astype(out.dtype)

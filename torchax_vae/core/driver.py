@@ -262,6 +262,18 @@ class Runner:
     """The jitted (first, steady) programs for ``kind`` in ``{"decode", "encode"}`` (for lowering/benchmarks)."""
     return self._jitted[f"{kind}_first"], self._jitted[f"{kind}_steady"]
 
+  def steady_cache_spec(self, kind: str, first_in: Any, first_compiled) -> Any:
+    """The conv cache ``{kind}_steady`` takes after ``first_compiled`` ran on ``first_in``, abstract.
+
+    Shapes from an abstract trace (the first step is not run), placed with the first program's
+    output shardings: a width the mesh does not divide is padded inside jit, so no sharding built
+    outside it would match. For lowering the steady program ahead of a decode (benchmarks).
+    """
+    _, cache = jax.eval_shape(self._jitted[f"{kind}_first"], self.params, first_in)
+    return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, first_compiled.output_shardings[1]
+    )
+
   # --- layouts ---------------------------------------------------------------------------------
 
   def _to_backend_layout(self, x: jax.Array) -> jax.Array:

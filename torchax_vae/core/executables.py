@@ -13,8 +13,8 @@ run with ``NOT_FOUND: Function slice_bitcast_fusion.N not found``. So a program 
 persistent-cache hit is used but not stored (on every backend: only XLA:CPU could be checked here).
 The price: while JAX's cache holds a program the store lacks (after a key change, e.g. an upgrade of
 this package, or a removed entry), each start traces, lowers and fetches it (0.7–0.9 s at the
-default benchmark shape, against 0.3–0.4 s deserializing): JAX has no public way to compile a program afresh
-while its persistent cache is in use.
+default benchmark shape, against 0.3–0.4 s deserializing): JAX has no public way to compile a
+program afresh while its persistent cache is in use.
 """
 
 from __future__ import annotations
