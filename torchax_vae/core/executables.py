@@ -12,8 +12,8 @@ its persistent cache serializes without its kernels: stored and loaded again, it
 run with ``NOT_FOUND: Function slice_bitcast_fusion.N not found``. So a program that came from a
 persistent-cache hit is used but not stored (on every backend: only XLA:CPU could be checked here).
 The price: while JAX's cache holds a program the store lacks (after a key change, e.g. an upgrade of
-this package, or a removed entry), each start traces, lowers and fetches it (0.7–0.9 s at the
-default benchmark shape, against 0.3–0.4 s deserializing): JAX has no public way to compile a
+this package, or a removed entry), each start traces, lowers and fetches it (0.67–0.92 s at the
+default benchmark shape, against 0.29–0.42 s deserializing): JAX has no public way to compile a
 program afresh while its persistent cache is in use.
 """
 
