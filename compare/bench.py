@@ -3,6 +3,11 @@
     python -m compare.bench --mesh dp=2,tp=4                  # real 2b config, random weights
     python -m compare.bench --paths torchax,torch --frames 2,13 --latent 1,16,2,8,8
     python -m compare.bench --latent 1,16,2,16,16 --tiled --tile-sample-size 96,80
+    python -m compare.bench --model wan2.1 --latent 1,16,3,16,16  # Wan 2.1 config (wan2.2: C=48)
+
+``--model`` is a preset name (random weights of a released config, written once and cached:
+``compare.checkpoints.PRESETS``: cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2),
+a hub id or a local VAE/pipeline dir.
 
 Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
 path and latent length T:
@@ -24,8 +29,9 @@ allocation when it runs on a GPU, and for the JAX paths XLA's memory analysis of
 
 Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
 All arguments are checked before any measurement; a bad one exits with status 2. A measurement
-that fails (e.g. a path that is not available yet) is kept in the results with its ``"error"``, the
-others go on, and the exit status is 1.
+that fails is kept in the results with its ``"error"``, the others go on, and the exit status is 1.
+A path that has no port of the model (native_flax on Wan, for now) is reported as not available
+(``"unavailable": true``, its reason in ``"error"``) and does not fail the run.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ class Plan:
   paths: list[str]  # in run order per shape; torch (the reference) always runs first
   shapes: list[tuple[int, ...]]  # latent (B, C, T, H, W), one per --frames value
   model: Path  # local VAE dir
-  model_name: str  # as given, or a description of the default
+  model_name: str  # as given, or a description of the preset
+  model_class: str  # the diffusers class (config.json's _class_name)
   mesh: str | None
   devices: int  # the mesh's device count (1 without a mesh)
   simulated: bool  # CPU host devices standing in for the mesh's
@@ -96,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--model",
     default=None,
-    help="hub id or local VAE dir (default: the real CogVideoX-2b config, random-initialised, offline)",
+    help="a preset (random weights of a released config, offline: "
+    "cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2), a hub id or a local VAE dir",
   )
   parser.add_argument("--latent", default="1,16,2,8,8", help="latent shape B,C,T,H,W (default: %(default)s)")
   parser.add_argument("--frames", default=None, help="latent T values to measure, e.g. 2,13 (overrides T in --latent)")
@@ -113,8 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     metavar="H,W",
     help="with --tiled: tile size in sample pixels (diffusers' tile_sample_min_height/width; a multiple of the "
-    "model's spatial compression, 8). Default: diffusers' (half the config's sample size, 240,360 for "
-    "CogVideoX), which tiles only latents larger than 30x45",
+    "model's spatial compression: 8, 16 for Wan 2.2). Default: diffusers' (CogVideoX: half the config's sample "
+    "size, 240,360, which tiles only latents larger than 30x45; Wan: 256,256)",
+  )
+  parser.add_argument(
+    "--tile-sample-stride",
+    default=None,
+    metavar="H,W",
+    help="with --tiled, Wan only: distance between tile starts in sample pixels (diffusers' "
+    "tile_sample_stride_height/width). Default: diffusers' 192,192, or 3/4 of --tile-sample-size "
+    "(the same ratio), rounded down to the spatial compression",
   )
   return parser
 
@@ -137,36 +153,39 @@ def parse_paths(text: str) -> list[str]:
   return sorted(paths, key=lambda p: p != "torch")  # torch first: its output is the reference
 
 
-def resolve_model(model: str | None) -> Path:
-  """The local VAE dir: ``--model`` resolved (hub id, pipeline or VAE dir), or the default checkpoint."""
+def resolve_model(model: str | None) -> tuple[Path, str]:
+  """``(local VAE dir, description)``: a preset's cached random checkpoint, or ``--model`` resolved
+  (hub id, pipeline or VAE dir)."""
+  from compare.checkpoints import DEFAULT_PRESET, PRESETS, preset_checkpoint
   from torchax_vae.core.checkpoint import CheckpointError, resolve_checkpoint_dir
 
-  if model is None:
-    from compare.checkpoints import COGVIDEOX_2B, cached_random_checkpoint
-
-    progress("default model: random-initialised CogVideoX-2b config (written once, then cached)")
-    return cached_random_checkpoint(COGVIDEOX_2B, seed=SEED)
+  name = DEFAULT_PRESET if model is None else model
+  if name in PRESETS:
+    progress(f"model: random-initialised {name} config (written once, then cached)")
+    return preset_checkpoint(name, seed=SEED), f"random-initialised {name} config (compare.checkpoints.PRESETS, seed {SEED})"
   try:
-    return resolve_checkpoint_dir(model)
+    return resolve_checkpoint_dir(model), model
   except CheckpointError as err:
-    raise UsageError(f"--model: {err}") from err
+    raise UsageError(f"--model: {err} (or a preset: {', '.join(PRESETS)})") from err
 
 
-def read_model_config(directory: Path):
+def read_model_adapter(directory: Path):
+  """The model adapter of the checkpoint's config (its class, channels, tiling rule)."""
+  from torchax_vae.core import models
   from torchax_vae.core.checkpoint import CheckpointError, read_config
 
   try:
-    return read_config(directory)
+    return models.adapter_for(read_config(directory))
   except CheckpointError as err:
     raise UsageError(f"--model: {err}") from err
 
 
-def resolve_tiling(args: argparse.Namespace, config, shape: tuple[int, ...]) -> tuple[dict | None, dict | None]:
+def resolve_tiling(args: argparse.Namespace, adapter, shape: tuple[int, ...]) -> tuple[dict | None, dict | None]:
   """``(enable_tiling's arguments, the tile layout)`` for ``--tiled``, or ``(None, None)``.
 
   The tile must be a multiple of the model's spatial compression (a latent tile is tile / 8 pixels;
   diffusers truncates otherwise) and must actually split the latent (diffusers only tiles a latent
-  larger than one tile): anything else is a UsageError. A size whose stitching is not exact (diffusers
+  larger than one tile): anything else is a UsageError. A size whose stitching is not exact (CogVideoX
   keeps ``tile - blend`` pixels of each tile, not the tile stride, and crops even a side it does not
   split) only warns: the tiled video then has another size than the untiled one, in torch as in the
   JAX paths.
@@ -174,28 +193,33 @@ def resolve_tiling(args: argparse.Namespace, config, shape: tuple[int, ...]) -> 
   import dataclasses
 
   from compare.worker import tile_layout
-  from torchax_vae.core.driver import Tiling
 
   if not args.tiled:
-    if args.tile_sample_size is not None:
-      raise UsageError("--tile-sample-size needs --tiled")
+    for flag, value in (("--tile-sample-size", args.tile_sample_size), ("--tile-sample-stride", args.tile_sample_stride)):
+      if value is not None:
+        raise UsageError(f"{flag} needs --tiled")
     return None, None
-  compression = config.spatial_compression
+  compression = adapter.spatial_compression
+  strided = "tile_sample_stride_height" in {f.name for f in dataclasses.fields(adapter.tiling_class)}
+  if args.tile_sample_stride is not None and not strided:
+    raise UsageError(f"--tile-sample-stride: {adapter.class_name} tiles by overlap factors, not by a stride")
+  tiling = adapter.default_tiling()
   if args.tile_sample_size is None:
-    tiling = Tiling.default(config)
     given = f"diffusers' default tile ({tiling.tile_sample_min_height}x{tiling.tile_sample_min_width} sample px)"
   else:
-    height, width = parse_ints(args.tile_sample_size, "--tile-sample-size", 2)
-    if height % compression or width % compression:
-      raise UsageError(
-        f"--tile-sample-size {args.tile_sample_size!r}: expected multiples of {compression} (the model's spatial "
-        f"compression: a latent tile is {compression}x smaller)"
-      )
-    tiling = Tiling(height, width)
+    height, width = _multiples(args.tile_sample_size, "--tile-sample-size", compression)
+    tiling = tiling.updated(tile_sample_min_height=height, tile_sample_min_width=width)
     given = f"--tile-sample-size {args.tile_sample_size!r}"
+    if strided and args.tile_sample_stride is None:  # diffusers' 192 / 256, in whole latent pixels
+      stride = [max(compression, size * 3 // 4 // compression * compression) for size in (height, width)]
+      tiling = tiling.updated(tile_sample_stride_height=stride[0], tile_sample_stride_width=stride[1])
+  if args.tile_sample_stride is not None:
+    height, width = _multiples(args.tile_sample_stride, "--tile-sample-stride", compression)
+    tiling = tiling.updated(tile_sample_stride_height=height, tile_sample_stride_width=width)
+    given += f", --tile-sample-stride {args.tile_sample_stride!r}"
   settings = dataclasses.asdict(tiling)
   try:
-    layout = tile_layout(shape[3:], settings, compression)
+    layout = tile_layout(adapter, shape[3:], settings)
   except ValueError as err:
     raise UsageError(f"{given}: {err}") from err
   if layout is None:
@@ -206,7 +230,7 @@ def resolve_tiling(args: argparse.Namespace, config, shape: tuple[int, ...]) -> 
       f"--tile-sample-size (a multiple of {compression}) or a larger --latent"
     )
   untiled = [shape[3] * compression, shape[4] * compression]
-  if layout["output_hw"] != untiled:
+  if layout["output_hw"] != untiled:  # (CogVideoX only: Wan crops to the untiled size)
     progress(
       f"warning: with {given}, diffusers' tiled_decode stitches a {layout['output_hw'][0]}x{layout['output_hw'][1]} "
       f"video, not {untiled[0]}x{untiled[1]}: it keeps tile - blend pixels of every tile, which here is not the "
@@ -215,6 +239,16 @@ def resolve_tiling(args: argparse.Namespace, config, shape: tuple[int, ...]) -> 
       "tiled output"
     )
   return settings, layout
+
+
+def _multiples(text: str, flag: str, compression: int) -> tuple[int, int]:
+  height, width = parse_ints(text, flag, 2)
+  if height % compression or width % compression:
+    raise UsageError(
+      f"{flag} {text!r}: expected multiples of {compression} (the model's spatial "
+      f"compression: a latent tile is {compression}x smaller)"
+    )
+  return height, width
 
 
 def mesh_devices(spec: str | None) -> int:
@@ -253,14 +287,18 @@ def validate(args: argparse.Namespace) -> Plan:
   if args.repeats < 1:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
   needed = mesh_devices(args.mesh)
-  if args.tile_sample_size is not None:  # its format, before the (possibly slow) model resolution
-    parse_ints(args.tile_sample_size, "--tile-sample-size", 2)
-  model = resolve_model(args.model)
-  config = read_model_config(model)
-  channels = config.latent_channels
+  for flag, value in (("--tile-sample-size", args.tile_sample_size), ("--tile-sample-stride", args.tile_sample_stride)):
+    if value is not None:  # its format, before the (possibly slow) model resolution
+      parse_ints(value, flag, 2)
+  model, model_name = resolve_model(args.model)
+  adapter = read_model_adapter(model)
+  channels = adapter.latent_channels
   if shape[1] != channels:
-    raise UsageError(f"--latent {args.latent!r}: C={shape[1]}, but the model ({model}) has {channels} latent channels")
-  tiling, tiles = resolve_tiling(args, config, shape)
+    raise UsageError(
+      f"--latent {args.latent!r}: C={shape[1]}, but the model ({adapter.class_name}, {model}) has {channels} "
+      "latent channels"
+    )
+  tiling, tiles = resolve_tiling(args, adapter, shape)
   env = worker_env(needed)
   host = run_worker({"kind": "devices"}, env)
   if not host.get("ok"):
@@ -272,7 +310,8 @@ def validate(args: argparse.Namespace) -> Plan:
     paths=paths,
     shapes=[(shape[0], shape[1], t, shape[3], shape[4]) for t in frames],
     model=model,
-    model_name=args.model or f"random-initialised CogVideoX-2b config (compare.checkpoints.COGVIDEOX_2B, seed {SEED})",
+    model_name=model_name,
+    model_class=adapter.class_name,
     mesh=args.mesh,
     devices=needed,
     simulated=host["platform"] == "cpu" and needed > 1,
@@ -376,7 +415,7 @@ def measure_jax(
     results[phase] = run_worker({**request, "phase": phase}, plan.env, log)
     if not results[phase].get("ok"):
       progress(f"{label}: {results[phase]['error'].splitlines()[0]}")
-      return {**record, "error": results[phase]["error"]}
+      return {**record, "error": results[phase]["error"], "unavailable": bool(results[phase].get("unavailable"))}
   return fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"])
 
 
@@ -400,7 +439,7 @@ def empty_record(
     "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None,
     "program_memory_mb": None, "program_memory_per_program_mb": None, "flops": None,
     "flops_fraction_of_matmul": None, "max_abs_err": None, "output_shape": None, "programs": None,
-    "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None,
+    "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
   }  # fmt: skip
 
 
@@ -489,6 +528,7 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "mesh": plan.mesh,
     "dtype": plan.dtype,
     "model": plan.model_name,
+    "model_class": plan.model_class,
     "repeats": plan.repeats,
     "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     "tiling": plan.tiling,
@@ -525,7 +565,8 @@ def table_cells(r: dict) -> list[str]:
   latent = "x".join(map(str, r["latent_shape"]))
   if r["error"]:
     reason = r["error"].splitlines()[0][:100].replace("|", "/")
-    return [r["path"], latent, tiles_cell(r), f"failed: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
+    what = "not available" if r.get("unavailable") else "failed"
+    return [r["path"], latent, tiles_cell(r), f"{what}: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
   fraction = r["flops_fraction_of_matmul"]
   return [
     r["path"],
@@ -549,7 +590,7 @@ def markdown_table(results: list[dict]) -> str:
   return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 
 
-def plot(results: list[dict], path: Path) -> bool:
+def plot(results: list[dict], path: Path, model: str = "VAE") -> bool:
   """compile / warm start / decode s per row, one panel each (own scale); skipped without matplotlib."""
   try:
     import matplotlib
@@ -586,7 +627,7 @@ def plot(results: list[dict], path: Path) -> bool:
   tiles = ""
   if tiled:
     tiles = f"; hatched: tiled, {tiled['tile_sample_min_height']}x{tiled['tile_sample_min_width']} px tiles"
-  fig.suptitle(f"CogVideoX VAE decode, latent {', '.join(shapes)}{tiles}")
+  fig.suptitle(f"{model} decode, latent {', '.join(shapes)}{tiles}")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -630,9 +671,12 @@ def main(argv: list[str] | None = None) -> int:
   started = time.perf_counter()
   meta, results = run(plan)
   (plan.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-  plot(results, plan.out / "bench.png")
+  plot(results, plan.out / "bench.png", plan.model_class)
   print(markdown_table(results))
-  failed = [r for r in results if r["error"]]
+  for r in results:
+    if r.get("unavailable"):
+      progress(f"{r['path']}: not available for {plan.model_class}: {r['error'].splitlines()[0]}")
+  failed = [r for r in results if r["error"] and not r.get("unavailable")]
   progress(f"done in {time.perf_counter() - started:.0f} s: {plan.out / 'results.json'}")
   if failed:
     logs = plan.out / "logs"

@@ -1,8 +1,24 @@
-"""Random-initialised checkpoints written with diffusers' own ``save_pretrained``.
+"""Random-initialised checkpoints written with diffusers' own ``save_pretrained``, and the released configs.
 
 No model hub is reachable on the machines this project is developed and tested on, so the
-benchmark's default model and the tests use checkpoints written here: diffusers' default init of
-``AutoencoderKLCogVideoX`` (realistic weight scales), saved exactly as a hub VAE folder is laid out.
+benchmark's models and the tests use checkpoints written here: diffusers' default init of the VAE
+class (realistic weight scales), saved exactly as a hub VAE folder is laid out.
+
+:data:`PRESETS` is the one place the released VAE configs are written down (``--model NAME`` of
+``compare.bench`` and ``compare.collectives``); each is the ``vae/config.json`` of the hub repo, with
+the keys equal to diffusers' defaults left out:
+
+* ``cogvideox-2b`` (THUDM/CogVideoX-2b), ``cogvideox-5b`` (THUDM/CogVideoX-5b, also the I2V model),
+  ``cogvideox-1.5`` (THUDM/CogVideoX1.5-5B): ``AutoencoderKLCogVideoX``, 215.6M parameters, differing
+  only in ``scaling_factor`` / ``invert_scale_latents``.
+* ``wan2.1`` (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan2.1-T2V-14B, the I2V models, and
+  Wan2.2-T2V/I2V-A14B, which reuse this VAE): ``AutoencoderKLWan`` with diffusers' defaults —
+  ``base_dim`` 96, ``z_dim`` 16, ``dim_mult`` [1, 2, 4, 4], 2 res blocks, ``temperal_downsample``
+  [False, True, True], the 16 ``latents_mean``/``latents_std`` values; 8x spatial, 4x temporal.
+* ``wan2.2`` (Wan-AI/Wan2.2-TI2V-5B-Diffusers): ``AutoencoderKLWan`` with ``base_dim`` 160,
+  ``decoder_base_dim`` 256, ``z_dim`` 48, residual up/down blocks, ``patch_size`` 2 (12 channels in
+  and out), 16x spatial; the 48 latent statistics as in diffusers' ``scripts/convert_wan_to_diffusers.py``
+  (``vae22_diffusers_config``) and the model card's config.json.
 """
 
 from __future__ import annotations
@@ -12,11 +28,54 @@ import json
 import os
 from pathlib import Path
 
+COGVIDEOX = "AutoencoderKLCogVideoX"
+WAN = "AutoencoderKLWan"
+
 # The released configs (the `vae/config.json` of each hub repo), diffusers defaults elided.
 COGVIDEOX_2B = {"scaling_factor": 1.15258426}
 COGVIDEOX_5B = {"scaling_factor": 0.7}
 COGVIDEOX_1_5 = {"scaling_factor": 0.7, "invert_scale_latents": True}
 REAL_CONFIGS = {"2b": COGVIDEOX_2B, "5b": COGVIDEOX_5B, "1.5": COGVIDEOX_1_5}
+
+WAN_2_1 = {"_class_name": WAN}  # diffusers' AutoencoderKLWan defaults are the Wan 2.1 VAE
+WAN_2_2 = {
+  "_class_name": WAN,
+  "base_dim": 160,
+  "decoder_base_dim": 256,
+  "z_dim": 48,
+  "is_residual": True,
+  "in_channels": 12,
+  "out_channels": 12,
+  "patch_size": 2,
+  "scale_factor_spatial": 16,
+  "scale_factor_temporal": 4,
+  "latents_mean": [
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+  ],
+  "latents_std": [
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+  ],
+}  # fmt: skip
+
+# --model NAME of compare.bench / compare.collectives: random weights of a released config.
+PRESETS = {
+  "cogvideox-2b": {"_class_name": COGVIDEOX, **COGVIDEOX_2B},
+  "cogvideox-5b": {"_class_name": COGVIDEOX, **COGVIDEOX_5B},
+  "cogvideox-1.5": {"_class_name": COGVIDEOX, **COGVIDEOX_1_5},
+  "wan2.1": WAN_2_1,
+  "wan2.2": WAN_2_2,
+}
+DEFAULT_PRESET = "cogvideox-2b"
 
 # Small enough that a test builds, saves and runs it in about a second; every block kind is used.
 TINY = {
@@ -29,15 +88,54 @@ TINY = {
   "sample_height": 64,
   "sample_width": 96,
 }
+# Wan 2.1 and 2.2 structure (every block kind: upsample2d/3d, downsample2d/3d, attention, shortcuts;
+# 2.2's residual up/down blocks with their AvgDown3D/DupUp3D shortcuts and the patchify), tiny widths.
+TINY_WAN_2_1 = {
+  "_class_name": WAN,
+  "base_dim": 8,
+  "z_dim": 4,
+  "dim_mult": [1, 2, 2, 2],
+  "num_res_blocks": 1,
+  "temperal_downsample": [False, True, True],
+  "latents_mean": [-0.5, 0.25, 0.1, 1.0],
+  "latents_std": [2.0, 0.5, 1.5, 1.25],
+}
+TINY_WAN_2_2 = {
+  **TINY_WAN_2_1,
+  "decoder_base_dim": 16,
+  "is_residual": True,
+  "in_channels": 12,
+  "out_channels": 12,
+  "patch_size": 2,
+  "scale_factor_spatial": 16,
+}
+
+
+def _model_class(config: dict):
+  import diffusers
+
+  return getattr(diffusers, config.get("_class_name", COGVIDEOX))
 
 
 def write_random_checkpoint(directory: str | os.PathLike, config: dict | None = None, *, seed: int = 0, **save_kwargs) -> Path:
-  """Builds ``AutoencoderKLCogVideoX(**config)`` with ``torch.manual_seed(seed)`` and saves it."""
-  import torch
-  from diffusers import AutoencoderKLCogVideoX
+  """Builds the config's class (``_class_name``, default ``AutoencoderKLCogVideoX``) with
+  ``torch.manual_seed(seed)`` and saves it.
 
+  Wan's RMS-norm scales (``gamma``) are all ones at init, which would make every norm an identity
+  in its scale; they are drawn around one instead, so a checkpoint tests that they are read.
+  """
+  import torch
+
+  config = dict(config or {})
+  cls = _model_class(config)
+  config.pop("_class_name", None)
   torch.manual_seed(seed)
-  model = AutoencoderKLCogVideoX(**(config or {})).eval()
+  model = cls(**config).eval()
+  if cls.__name__ == WAN:
+    with torch.no_grad():
+      for name, parameter in model.named_parameters():
+        if name.endswith("gamma"):
+          parameter.add_(0.25 * torch.randn_like(parameter))
   model.save_pretrained(directory, **save_kwargs)
   return Path(directory)
 
@@ -54,3 +152,10 @@ def cached_random_checkpoint(config: dict | None = None, *, seed: int = 0, root:
     write_random_checkpoint(tmp, config, seed=seed)
     os.replace(tmp, directory)  # only a complete checkpoint ever appears under its final name
   return directory
+
+
+def preset_checkpoint(name: str, *, seed: int = 0) -> Path:
+  """The cached random checkpoint of a :data:`PRESETS` config (``KeyError`` for another name)."""
+  config = PRESETS[name]
+  # The CogVideoX-2b preset is the benchmark's historical default: keep its cache key (no _class_name).
+  return cached_random_checkpoint(COGVIDEOX_2B if name == DEFAULT_PRESET else config, seed=seed)

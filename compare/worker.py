@@ -5,7 +5,7 @@ leaks from one measurement into the next. Kinds:
 
   devices  platform, device kind and count (the bench checks ``--mesh`` against it before any work)
   matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot``: the yardstick for a decode's achieved FLOP/s
-  torch    diffusers' eager ``AutoencoderKLCogVideoX.decode`` (on CUDA when torch sees a GPU):
+  torch    diffusers' eager ``vae.decode`` of the checkpoint's class (on CUDA when torch sees a GPU):
            latency, peak RSS (and CUDA peak allocation); saves its output as the reference ``.npy``
            the JAX paths are compared against
   jax      one JAX path (``torchax`` | ``native_flax``) from process start to first output, with the
@@ -42,7 +42,7 @@ from typing import Any
 # The package to import and the modules it pulls in at load(); importing them up front keeps the
 # "imports" phase apart from the "weights" phase of a warm start.
 JAX_PATHS = {
-  "torchax": ("torchax_vae", ("torchax_vae.backend",)),
+  "torchax": ("torchax_vae", ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan")),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert")),
 }
 MATMUL_SIZE = 2048
@@ -74,35 +74,39 @@ def timed_runs(fn, repeats: int) -> dict[str, Any]:
   return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
 
 
-def tile_layout(latent_hw: tuple[int, int], tiling: dict, compression: int) -> dict | None:
+def tile_layout(adapter, latent_hw: tuple[int, int], tiling: dict) -> dict | None:
   """How a tiled decode splits a latent of ``(H, W)``: ``None`` when it is not tiled at all.
 
-  ``tiling``: ``enable_tiling``'s four arguments; ``compression``: sample pixels per latent pixel.
-  The tiles are those of diffusers' ``tiled_decode`` (and ``Runner._run_tiled``, which mirrors it):
+  ``adapter``: the model adapter (``runner.adapter``, ``checkpoint.adapter``); ``tiling``: its
+  ``enable_tiling``'s arguments. The tiles are those of diffusers' ``tiled_decode`` (and
+  ``Runner._run_tiled``, which mirrors it):
   ``{"grid": [rows, cols], "count", "latent_tile": [h, w], "shapes": {"HxW": tiles}, "output_hw": [h, w]}``,
-  ``output_hw`` being the stitched video's size (diffusers keeps ``tile - blend`` sample pixels of
-  each tile, which equals the tile stride only for some tile sizes). Raises ``ValueError`` (from
-  the driver) for tiles too small for their overlap.
+  ``output_hw`` being the stitched video's size (CogVideoX keeps ``tile - blend`` sample pixels of
+  each tile, which equals the tile stride only for some tile sizes; Wan crops to the untiled size).
+  Raises ``ValueError`` (from the adapter) for tiles too small for their overlap.
   """
   from collections import Counter
 
-  from torchax_vae.core.driver import Tiling, _TileGrid
-
-  grid = _TileGrid.for_decode(Tiling(**tiling), compression)
-  if not grid.splits(*latent_hw):
+  grid = adapter.tile_grid(adapter.tiling_class(**tiling), "decode", *latent_hw)
+  if grid is None:
     return None
+  compression = adapter.spatial_compression
   tiles = grid.tiles(*latent_hw)
   heights = [rows.stop - rows.start for rows, _ in (row[0] for row in tiles)]
   widths = [cols.stop - cols.start for _, cols in tiles[0]]
   shapes = Counter(f"{h}x{w}" for h in heights for w in widths)
+  if grid.crop is not None:  # stitched and cut to the untiled size
+    output_hw = [latent_hw[0] * compression, latent_hw[1] * compression]
+  else:
+    output_hw = [sum(min(grid.keep[0], h * compression) for h in heights),
+                 sum(min(grid.keep[1], w * compression) for w in widths)]  # fmt: skip
   return {
     "grid": [len(heights), len(widths)],
     "count": len(heights) * len(widths),
     "latent_tile": list(grid.tile),
     "shapes": dict(shapes),
-    "output_hw": [sum(min(grid.keep[0], h * compression) for h in heights),
-                  sum(min(grid.keep[1], w * compression) for w in widths)],
-  }  # fmt: skip
+    "output_hw": output_hw,
+  }
 
 
 # --- devices / matmul ----------------------------------------------------------------------------
@@ -137,12 +141,16 @@ def run_matmul(args: dict) -> dict:
 def run_torch(args: dict) -> dict:
   """diffusers' eager decode (``torch.no_grad``, default threads); saves the reference output.
 
-  Runs on CUDA when torch sees a GPU (TF32 off for float32, so the reference stays exact), else on
-  the CPU. With ``args["tiling"]``: ``model.enable_tiling(**tiling)`` first.
+  The class is the checkpoint's (``config.json``'s ``_class_name``). Runs on CUDA when torch sees a
+  GPU (TF32 off for float32, so the reference stays exact), else on the CPU. With
+  ``args["tiling"]``: ``model.enable_tiling(**tiling)`` first.
   """
+  import diffusers
   import numpy as np
   import torch
-  from diffusers import AutoencoderKLCogVideoX
+
+  class_name = json.loads((Path(args["model"]) / "config.json").read_text()).get("_class_name")
+  model_class = getattr(diffusers, class_name or "AutoencoderKLCogVideoX")
 
   phases = {"imports": time.time() - args["spawned_at"]}
   dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args["dtype"]]
@@ -152,7 +160,7 @@ def run_torch(args: dict) -> dict:
     torch.backends.cudnn.allow_tf32 = False  # on by default for convolutions
     torch.backends.cuda.matmul.allow_tf32 = False
   start = time.perf_counter()
-  model = AutoencoderKLCogVideoX.from_pretrained(args["model"], torch_dtype=dtype).eval().to(device)
+  model = model_class.from_pretrained(args["model"], torch_dtype=dtype).eval().to(device)
   phases["weights"] = time.perf_counter() - start
   if args.get("tiling"):
     model.enable_tiling(**args["tiling"])
@@ -258,14 +266,12 @@ def decode_walks(runner, x) -> list[tuple[str, Any]]:
   shape (suffix ``" HxW"``, latent pixels), its input sliced exactly as ``Runner._run_tiled``
   slices that tile, so the programs obtained for it are the ones decode looks up.
   """
-  from torchax_vae.core.driver import _TileGrid
-
   h_axis, w_axis = runner._spatial_axes()
   height, width = x.shape[h_axis], x.shape[w_axis]
   layout = runner_tile_layout(runner, (height, width))
   if layout is None:
     return [("", x)]
-  grid = _TileGrid.for_decode(runner.tiling, runner.config.spatial_compression)
+  grid = runner.tile_grid("decode", height, width)
   walks = {}
   for rows, cols in (tile for row in grid.tiles(height, width) for tile in row):
     shape = f"{rows.stop - rows.start}x{cols.stop - cols.start}"
@@ -281,7 +287,7 @@ def runner_tile_layout(runner, latent_hw) -> dict | None:
 
   if runner.tiling is None:
     return None
-  return tile_layout(tuple(latent_hw), dataclasses.asdict(runner.tiling), runner.config.spatial_compression)
+  return tile_layout(runner.adapter, tuple(latent_hw), dataclasses.asdict(runner.tiling))
 
 
 def compile_decode_programs(runner, z) -> tuple[dict, dict]:
@@ -290,21 +296,19 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
   ``"steady"``; tiled: ``"first HxW"``, ``"steady HxW"`` per tile shape)
   ``{"trace_lower", "compile", "cache_hit", "deserialized"}`` and the program; a ``"steady"``
-  entry is ``None`` when decode has a single frame step (T ≤ 3). The arguments are placed
-  exactly as decode places them (prepared input sliced to the tile and step; the cache as the
-  first program leaves it), so decode afterwards finds these programs and neither retraces nor
-  recompiles.
+  entry is ``None`` when decode has a single frame step (CogVideoX T ≤ 3, Wan T = 1). The
+  arguments are placed exactly as decode places them (prepared input sliced to the tile and step;
+  the cache as the first program leaves it), so decode afterwards finds these programs and neither
+  retraces nor recompiles.
   """
-  from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
-
   start = time.perf_counter()
   x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
-  steps = frame_steps(z.shape[2], LATENT_FRAMES_PER_STEP)
+  steps = runner.plan("decode", z.shape[2])
   breakdown: dict[str, Any] = {}
   compiled: dict[str, Any] = {}
   for suffix, walk_in in decode_walks(runner, x):
     name_first, name_steady = f"first{suffix}", f"steady{suffix}"
-    first_in = runner._slice_time(walk_in, *steps[0])
+    first_in = runner._slice_time(walk_in, steps[0].start, steps[0].end)
     prepare_s = time.perf_counter() - start
     breakdown[name_first], compiled[name_first] = obtain_program(runner, "decode_first", (runner.params, first_in))
     breakdown[name_first]["trace_lower"] += prepare_s
@@ -313,7 +317,7 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
     if len(steps) > 1:
       cache = runner.steady_cache_spec("decode", first_in, compiled[name_first])
       cache_shapes_s = time.perf_counter() - start
-      steady_in = runner._slice_time(walk_in, *steps[1])
+      steady_in = runner._slice_time(walk_in, steps[1].start, steps[1].end)
       breakdown[name_steady], compiled[name_steady] = obtain_program(
         runner, "decode_steady", (runner.params, steady_in, cache)
       )
@@ -322,15 +326,14 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   return breakdown, compiled
 
 
-def program_runs(num_latent_frames: int, tiles: dict | None = None) -> dict[str, int]:
-  """How often decode runs each program: T=2 -> first 1, steady 0; T=13 -> first 1, steady 5.
+def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None) -> dict[str, int]:
+  """How often decode runs each program: CogVideoX T=2 -> first 1, steady 0; T=13 -> first 1, steady 5;
+  Wan T=21 -> first 1, steady 20.
 
   Tiled (``tiles``: a :func:`tile_layout`): per tile shape, e.g. ``{"first 6x5": 1, "steady 6x5": 0, …}``,
   each tile of that shape running the first program once and the steady one per later frame step.
   """
-  from torchax_vae.core.driver import LATENT_FRAMES_PER_STEP, frame_steps
-
-  steady = len(frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP)) - 1
+  steady = len(adapter.decode_plan(num_latent_frames)) - 1
   if tiles is None:
     return {"first": 1, "steady": steady}
   runs = {}
@@ -403,10 +406,13 @@ def run_jax(args: dict) -> dict:
   files_before = cache_files(cache_dir)
 
   start = time.perf_counter()
+  from torchax_vae.core.errors import UnsupportedModelError
+
   try:
     runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir))
-  except NotImplementedError as err:
-    raise PathUnavailable(f"{args['path']} path unavailable: load() raised NotImplementedError: {err}") from err
+  except (NotImplementedError, UnsupportedModelError) as err:
+    # A path that has no port of this model (yet): reported as not available, not as a failure.
+    raise PathUnavailable(f"{args['path']} path unavailable: {err}") from err
   jax.block_until_ready(runner.params)
   start_s["weights"] = time.perf_counter() - start
   if args.get("tiling"):
@@ -457,7 +463,7 @@ def run_jax(args: dict) -> dict:
   new_files = sorted(cache_files(cache_dir) - files_before)
 
   tiles = runner_tile_layout(runner, z.shape[3:])
-  runs = program_runs(z.shape[2], tiles)
+  runs = program_runs(runner.adapter, z.shape[2], tiles)
   flops = [program_flops(compiled[name]) for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
   result = {

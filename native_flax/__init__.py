@@ -32,6 +32,9 @@ def load(
 ) -> Runner:
   """Loads a CogVideoX VAE (hub id or local dir) into the NNX port; returns the driver's runner.
 
+  Ported so far: ``AutoencoderKLCogVideoX``. Another supported class (``AutoencoderKLWan``) is refused
+  with :class:`~torchax_vae.core.errors.UnsupportedModelError` saying so; ``torchax_vae.load`` runs it.
+
   Args:
     pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` (with ``subfolder="vae"``), a VAE dir
       with ``config.json``, or a pipeline dir with a ``vae/`` subfolder.
@@ -49,7 +52,7 @@ def load(
 
   return load_runner(
     "native_flax",
-    _build_native_backend,
+    {"AutoencoderKLCogVideoX": _build_native_backend},  # the ported models (Wan: not yet)
     pretrained_model_name_or_path,
     subfolder=subfolder,
     dtype=dtype,

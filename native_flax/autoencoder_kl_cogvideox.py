@@ -1039,7 +1039,7 @@ class DiagonalGaussianDistribution:
 
 
 def _frame_steps(num_frames: int, per_step: int) -> list[tuple[int, int]]:
-  # diffusers' _encode/_decode batching (same as torchax_vae.core.driver.frame_steps).
+  # diffusers' _encode/_decode batching (same as torchax_vae.core.models.cogvideox.frame_steps).
   remainder = num_frames % per_step
   return [
     (per_step * i + (0 if i == 0 else remainder), min(per_step * (i + 1) + remainder, num_frames))

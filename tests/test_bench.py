@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from compare import bench, worker
+from torchax_vae.core import models
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_LATENT = "1,4,2,4,4"
@@ -212,10 +213,13 @@ def test_unavailable_path_is_reported_not_raised(monkeypatch, capfd):
   assert result["error"].startswith("native_flax path unavailable: import failed")
 
 
+COGVIDEOX = models.CogVideoX(models.CogVideoXVAEConfig())  # the CogVideoX-2b config's adapter
+
+
 def test_program_runs_follow_diffusers_frame_batching():
-  assert worker.program_runs(2) == {"first": 1, "steady": 0}
-  assert worker.program_runs(3) == {"first": 1, "steady": 0}
-  assert worker.program_runs(13) == {"first": 1, "steady": 5}
+  assert worker.program_runs(COGVIDEOX, 2) == {"first": 1, "steady": 0}
+  assert worker.program_runs(COGVIDEOX, 3) == {"first": 1, "steady": 0}
+  assert worker.program_runs(COGVIDEOX, 13) == {"first": 1, "steady": 5}
 
 
 def test_markdown_table_shows_a_failed_path():
@@ -230,11 +234,40 @@ def test_tile_layout_follows_diffusers_tiled_decode():
   tiling = {"tile_sample_min_height": 240, "tile_sample_min_width": 360,  # diffusers' default for CogVideoX
             "tile_overlap_factor_height": 1 / 6, "tile_overlap_factor_width": 1 / 5}  # fmt: skip
   # 49 x 480 x 720 video: latent 60 x 90, tiles of 30 x 45 every 25 x 36 latent px.
-  layout = worker.tile_layout((60, 90), tiling, 8)
+  layout = worker.tile_layout(COGVIDEOX, (60, 90), tiling)
   assert layout["grid"] == [3, 3] and layout["latent_tile"] == [30, 45] and layout["output_hw"] == [480, 720]
   assert layout["shapes"] == {"30x45": 4, "30x18": 2, "10x45": 2, "10x18": 1}
-  assert worker.tile_layout((30, 45), tiling, 8) is None  # one tile: diffusers decodes it whole
+  assert worker.tile_layout(COGVIDEOX, (30, 45), tiling) is None  # one tile: diffusers decodes it whole
   # 64 px tiles do not stitch exactly: diffusers keeps 54 rows (52 columns) of each 64 px tile but advances 48.
   square = {**tiling, "tile_sample_min_height": 64, "tile_sample_min_width": 64}
-  assert worker.tile_layout((16, 16), square, 8)["output_hw"] == [140, 136]
-  assert worker.program_runs(13, layout)["steady 30x45"] == 4 * 5
+  assert worker.tile_layout(COGVIDEOX, (16, 16), square)["output_hw"] == [140, 136]
+  assert worker.program_runs(COGVIDEOX, 13, layout)["steady 30x45"] == 4 * 5
+
+
+def test_wan_run_reports_native_flax_not_available(tiny_wan_dirs, tmp_path):
+  """A Wan model: torch and torchax measured; native_flax (no Wan port yet) said to be unavailable,
+  and the run does not fail."""
+  args = ["--latent", "1,4,2,4,4", "--repeats", "1", "--paths", "torchax,native_flax,torch"]
+  proc = run_bench("--model", str(tiny_wan_dirs["2.2"]), *args, out=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "results.json").read_text())
+  assert report["meta"]["model_class"] == "AutoencoderKLWan"
+  rows = {r["path"]: r for r in report["results"]}
+  assert rows["native_flax"]["unavailable"] is True
+  assert "native_flax path has no AutoencoderKLWan yet" in rows["native_flax"]["error"]
+  assert rows["torchax"]["error"] is None and rows["torchax"]["max_abs_err"] <= TILED_TOL
+  assert rows["torchax"]["output_shape"] == rows["torch"]["output_shape"] == [1, 3, 5, 64, 64]
+  assert rows["torchax"]["programs"] == {"first": 1, "steady": 1}
+  assert "| native_flax | 1x4x2x4x4 | – | not available: " in proc.stdout
+
+
+def test_tile_layout_follows_diffusers_wan_tiled_decode():
+  wan = models.Wan(models.WanVAEConfig())  # the Wan 2.1 config
+  tiling = {"tile_sample_min_height": 256, "tile_sample_min_width": 256,  # diffusers' defaults
+            "tile_sample_stride_height": 192, "tile_sample_stride_width": 192}  # fmt: skip
+  # 81 x 480 x 832 video: latent 60 x 104, tiles of 32 x 32 every 24 latent px; cropped to the untiled size.
+  layout = worker.tile_layout(wan, (60, 104), tiling)
+  assert layout["grid"] == [3, 5] and layout["latent_tile"] == [32, 32] and layout["output_hw"] == [480, 832]
+  assert layout["shapes"] == {"32x32": 8, "32x8": 2, "12x32": 4, "12x8": 1}
+  assert worker.tile_layout(wan, (32, 32), tiling) is None
+  assert worker.program_runs(wan, 21, layout)["steady 32x32"] == 8 * 20

@@ -150,7 +150,9 @@ def test_config_not_json(broken_dir):
 
 def test_config_of_another_model(broken_dir):
   (broken_dir / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
-  with pytest.raises(CheckpointError, match="expected a AutoencoderKLCogVideoX config, got _class_name='AutoencoderKL'"):
+  # Not a supported video VAE: the error lists the supported classes.
+  match = "_class_name='AutoencoderKL' is not a supported video VAE; supported: AutoencoderKLCogVideoX, AutoencoderKLWan"
+  with pytest.raises(CheckpointError, match=match):
     load_checkpoint(broken_dir)
 
 
@@ -224,3 +226,79 @@ def test_loader_imports_neither_torch_nor_torchax(tiny_dir):
     "assert not bad, bad"
   )
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- Wan checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["2.1", "2.2"])
+def test_wan_vae_dir_pipeline_dir_and_shards(tiny_wan_dirs, tiny_wan_torch, variant, tmp_path):
+  from torchax_vae.core.checkpoint import WanVAEConfig
+
+  model = tiny_wan_torch[variant]
+  ckpt = load_checkpoint(tiny_wan_dirs[variant])
+  assert isinstance(ckpt.config, WanVAEConfig) and ckpt.adapter.class_name == "AutoencoderKLWan"
+  _assert_same_weights(ckpt, model)
+  for key, value in ckpt.config.to_dict().items():  # every field is diffusers' constructor argument
+    expected = model.config[key]
+    assert (list(expected) if isinstance(expected, tuple) else expected) == value, key
+  pipeline = tmp_path / "pipeline"
+  shutil.copytree(tiny_wan_dirs[variant], pipeline / "vae")
+  (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline"}))
+  _assert_same_weights(load_checkpoint(pipeline), model)
+  sharded = tmp_path / "sharded"
+  model.save_pretrained(sharded, max_shard_size="100KB")
+  assert len(list(sharded.glob("*.safetensors"))) > 2
+  _assert_same_weights(load_checkpoint(sharded), model)
+
+
+def test_wan_hub_id_resolves_through_the_huggingface_cache(tiny_wan_dirs, tiny_wan_torch, tmp_path, monkeypatch):
+  cache = tmp_path / "hub"
+  source = tiny_wan_dirs["2.1"]
+  _fake_hub_cache(
+    cache,
+    "Wan-AI/Wan-tiny-Diffusers",
+    {
+      "model_index.json": source / "config.json",
+      "vae/config.json": source / "config.json",
+      "vae/diffusion_pytorch_model.safetensors": source / "diffusion_pytorch_model.safetensors",
+    },
+  )
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  _assert_same_weights(load_checkpoint("Wan-AI/Wan-tiny-Diffusers", subfolder="vae", hub_cache_dir=cache), tiny_wan_torch["2.1"])
+
+
+def test_wan_weights_of_the_other_version_are_refused(tiny_wan_dirs, tmp_path):
+  # Wan 2.1 weights under a Wan 2.2 config.json: every mismatch is named.
+  import torchax_vae
+
+  broken = tmp_path / "mixed"
+  shutil.copytree(tiny_wan_dirs["2.1"], broken)
+  shutil.copy(tiny_wan_dirs["2.2"] / "config.json", broken / "config.json")
+  with pytest.raises(CheckpointError, match=r"weights in .*mixed do not fit the config: \d+ missing keys: .*shape mismatches: "):
+    torchax_vae.load(broken, cache_dir=False)
+
+
+def test_released_configs_parse():
+  from compare.checkpoints import PRESETS
+  from torchax_vae.core import models
+
+  adapters = {name: models.adapter_for(models.config_from_dict(config)) for name, config in PRESETS.items()}
+  assert {name: type(a).__name__ for name, a in adapters.items()} == {
+    "cogvideox-2b": "CogVideoX", "cogvideox-5b": "CogVideoX", "cogvideox-1.5": "CogVideoX", "wan2.1": "Wan", "wan2.2": "Wan",
+  }  # fmt: skip
+  wan21, wan22 = adapters["wan2.1"], adapters["wan2.2"]
+  assert (wan21.latent_channels, wan21.spatial_compression, wan21.sample_channels) == (16, 8, 3)
+  assert (wan22.latent_channels, wan22.spatial_compression, wan22.sample_channels) == (48, 16, 3)
+  assert len(wan22.config.latents_mean) == len(wan22.config.latents_std) == 48
+  assert wan21.decoded_num_frames(21) == wan22.decoded_num_frames(21) == 81  # 81 x 480 x 832
+
+
+def test_config_without_class_name_is_taken_by_its_keys():
+  from torchax_vae.core import models
+
+  assert isinstance(models.config_from_dict({"z_dim": 48, "base_dim": 160}), models.WanVAEConfig)
+  assert isinstance(models.config_from_dict({"latent_channels": 8}), models.CogVideoXVAEConfig)
+  # Keys both classes take (or none): CogVideoX, as before there were other models.
+  assert isinstance(models.config_from_dict({"in_channels": 3}), models.CogVideoXVAEConfig)
+  assert isinstance(models.config_from_dict({}), models.CogVideoXVAEConfig)

@@ -350,3 +350,94 @@ def test_import_stays_torch_free():
   )
   done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr
+
+
+# --- Wan -----------------------------------------------------------------------------------------
+
+WAN_PIPELINES = ("pipeline_wan.py", "pipeline_wan_i2v.py")  # text-to-video (2.1, 2.2 A14B, TI2V-5B), image-to-video
+# What those pipelines do between their latents and vae.decode, verbatim (diffusers 0.42).
+WAN_DECODE_LINES = (
+  "latents_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, self.vae.config.z_dim, 1, 1, 1).to(",
+  "latents = latents / latents_std + latents_mean",
+  "video = self.vae.decode(latents, return_dict=False)[0]",
+)
+
+
+def test_wan_pipelines_decode_latents_alike():
+  import diffusers
+
+  for name in WAN_PIPELINES:
+    source = (Path(diffusers.__file__).parent / "pipelines" / "wan" / name).read_text()
+    for line in WAN_DECODE_LINES:
+      assert line in source, (name, line)
+
+
+@pytest.mark.parametrize("variant", ["2.1", "2.2"])
+def test_decode_latents_matches_wan_pipeline(tiny_wan_dirs, tiny_wan_torch, variant):
+  import torch
+
+  vae = tiny_wan_torch[variant]
+  latents = randn(2, 4, 3, 4, 6, seed=8)  # (B, C, T, H, W): what WanPipeline(..., output_type="latent") returns
+  with torch.no_grad():  # the pipeline's lines, on the torch VAE
+    z = torch.from_numpy(latents)
+    latents_mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+    latents_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+    expected = vae.decode(z / latents_std + latents_mean, return_dict=False)[0].numpy()
+  runner = torchax_vae.load(tiny_wan_dirs[variant])
+  video = torchax_vae.decode_latents(runner, latents)  # the model's pipeline layout (BCTHW) by default
+  np.testing.assert_allclose(video, expected, atol=TOL, rtol=0)
+  assert np.array_equal(pipeline.to_uint8_frames(video), pipeline.to_uint8_frames(expected)) or (
+    np.abs(pipeline.to_uint8_frames(video).astype(int) - pipeline.to_uint8_frames(expected)).max() <= 1
+  )
+  with pytest.raises(pipeline.LatentsError, match="de-normalise latents with the VAE config's latents_mean"):
+    torchax_vae.decode_latents(runner, latents, scaling_factor=0.7)
+
+
+def test_cli_decodes_wan_latents(tiny_wan_dirs, tmp_path, capsys):
+  runner = torchax_vae.load(tiny_wan_dirs["2.1"])
+  latents = randn(2, 4, 3, 4, 6, seed=9)  # (B, C, T, H, W)
+  expected = pipeline.to_uint8_frames(torchax_vae.decode_latents(runner, latents))
+  source = save_latents(latents, tmp_path / "wan.npy")
+  assert run_cli(source, "-o", tmp_path / "wan.mp4", "--model", tiny_wan_dirs["2.1"], "--quality", 10, "--no-progress") == 0
+  assert "decoded latents (2, 4, 3, 4, 6) (BCTHW, * latents_std + latents_mean) -> 2 x 9 frames 32x48" in capsys.readouterr().out
+  for item in range(2):
+    check_mp4_frames(pipeline.read_mp4(tmp_path / f"wan-{item}.mp4"), expected[item], expected[1 - item], quality=10)
+
+
+@pytest.mark.parametrize(
+  ("args", "message"),
+  [
+    ((), "expected 4 latent channels on axis 1 of BCTHW (the model, AutoencoderKLWan, has 4), got 16"),
+    (("--scaling-factor", "0.7"), "--scaling-factor: AutoencoderKLWan's pipelines do not scale latents by a factor"),
+  ],
+  ids=["channels", "scaling-factor"],
+)
+def test_cli_bad_wan_arguments_fail_before_decoding(tiny_wan_dirs, tmp_path, capsys, monkeypatch, args, message):
+  channels = 16 if "--scaling-factor" not in args else 4
+  source = save_latents(randn(1, channels, 2, 4, 6), tmp_path / "z.npy")
+  monkeypatch.setattr(cli, "_loader", lambda path: pytest.fail("the model was loaded before the latents were checked"))
+  assert run_cli(source, "-o", tmp_path / "out.mp4", "--model", tiny_wan_dirs["2.1"], *args) == cli.EXIT_USAGE
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.mark.parametrize("vae_dtype", ["float32", "bfloat16"])
+def test_wan_latent_denormalisation_is_the_pipelines_bit_for_bit(vae_dtype):
+  """WanPipeline casts float32 latents to the VAE's dtype, then divides by ``1.0 / std`` taken of the
+  std already in that dtype; with the real Wan 2.1 statistics bf16 rounding shows if the order differs."""
+  import torch
+
+  from torchax_vae.core import models
+
+  config = models.WanVAEConfig()  # diffusers' defaults: the Wan 2.1 VAE's 16 latents_mean / latents_std
+  dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[vae_dtype]
+  latents = torch.from_numpy(randn(1, 16, 2, 3, 5, seed=4))
+  z = latents.to(dtype=dtype)  # the pipeline's lines (diffusers 0.42, pipeline_wan.py)
+  mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+  std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+  expected = (z / std + mean).float().numpy()
+  import jax.numpy as jnp
+
+  got = models.Wan(config).latents_for_decode(jnp.asarray(latents.numpy()), vae_dtype=getattr(jnp, vae_dtype))
+  assert got.dtype == getattr(jnp, vae_dtype)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), expected)

@@ -69,3 +69,9 @@ def test_bad_arguments_exit_2(capsys):
   assert main(["--latent", "1,2,3"]) == 2
   assert main(["--paths", "torch"]) == 2
   assert "unknown" in capsys.readouterr().err
+
+
+def test_a_path_without_the_model_is_reported_unavailable(tiny_wan_dirs, capsys):
+  assert main(["--mesh", "dp=2,tp=4", "--model", str(tiny_wan_dirs["2.1"]), "--paths", "native_flax"]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert "native_flax path has no AutoencoderKLWan yet" in report["native_flax"]["unavailable"]

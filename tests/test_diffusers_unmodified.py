@@ -1,4 +1,4 @@
-"""The torchax path runs diffusers' own file: it must match the hash its wheel recorded."""
+"""The torchax path runs diffusers' own files: they must match the hashes their wheel recorded."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import csv
 import hashlib
 from importlib import metadata
 
+import numpy as np
+import pytest
 
-def test_autoencoder_kl_cogvideox_matches_wheel_record():
+MODEL_FILES = ["autoencoder_kl_cogvideox.py", "autoencoder_kl_wan.py"]
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_model_file_matches_wheel_record(name):
   dist = metadata.distribution("diffusers")
-  relative = "diffusers/models/autoencoders/autoencoder_kl_cogvideox.py"
+  relative = f"diffusers/models/autoencoders/{name}"
   rows = {row[0]: row[1] for row in csv.reader(dist.read_text("RECORD").splitlines()) if row}
   algorithm, _, recorded = rows[relative].partition("=")
   assert algorithm == "sha256"
@@ -27,3 +33,16 @@ def test_torchax_path_runs_the_installed_diffusers_class(tiny_dir):
   vae = torchax_vae.load(tiny_dir)
   assert type(vae.module) is diffusers.AutoencoderKLCogVideoX
   assert type(vae.module).__module__ == "diffusers.models.autoencoders.autoencoder_kl_cogvideox"
+
+
+def test_torchax_path_runs_the_installed_wan_class(tiny_wan_dirs):
+  import diffusers
+
+  import torchax_vae
+
+  vae = torchax_vae.load(tiny_wan_dirs["2.2"], cache_dir=False)
+  assert type(vae.module) is diffusers.AutoencoderKLWan
+  assert type(vae.module).__module__ == "diffusers.models.autoencoders.autoencoder_kl_wan"
+  # Decoding keeps no state on the module: diffusers' own cache attributes are never created.
+  vae.decode(np.zeros((1, 4, 2, 2, 2), np.float32))
+  assert not hasattr(vae.module, "_feat_map") and not hasattr(vae.module, "_conv_idx")

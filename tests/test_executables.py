@@ -98,3 +98,18 @@ def test_entries_of_another_format_are_discarded_silently(tmp_path):
     warnings.simplefilter("error")
     assert store.load("k", None, (), []) is None
   assert not old.exists()
+
+
+def test_wan_round_trip_keyed_by_model(tiny_dir, tiny_wan_dirs, tmp_path):
+  """Wan's two programs (first, steady) are stored and found again in a fresh process; a CogVideoX
+  model of the same latent shape in the same cache gets keys of its own."""
+  cache = tmp_path / "cache"
+  cold, expected = _run("torchax", tiny_wan_dirs["2.1"], cache, tmp_path, name="cold")
+  assert cold["sources"] == {"compiled": 2, "jax_cache": 0, "deserialized": 0}
+  assert cold["traces"] == {"decode_first": 1, "decode_steady": 1}
+  warm, out = _run("torchax", tiny_wan_dirs["2.1"], cache, tmp_path, name="warm")
+  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 2} and warm["traces"] == {}
+  np.testing.assert_array_equal(out, expected)
+  cogvideox, _ = _run("torchax", tiny_dir, cache, tmp_path, name="cogvideox")
+  assert cogvideox["sources"] == COMPILED  # not the Wan entries
+  assert len(list((cache / "executables").glob("*.exe"))) == 3

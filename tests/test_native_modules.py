@@ -36,7 +36,7 @@ from compare.checkpoints import COGVIDEOX_2B, TINY
 from native_flax import autoencoder_kl_cogvideox as nf
 from native_flax import backend, convert
 from torchax_vae.core.checkpoint import CheckpointError, CogVideoXVAEConfig
-from torchax_vae.core.driver import frame_steps
+from torchax_vae.core.models.cogvideox import frame_steps
 
 TOL = 1e-5  # fp32 max abs per module, tiny configs
 MODEL_TOL = 1e-4  # fp32 max abs, whole model (the project's bar)

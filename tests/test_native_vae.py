@@ -13,7 +13,7 @@ import torch
 from helpers import randn, torch_decode, torch_encode_mean
 
 import native_flax
-from torchax_vae.core.driver import decoded_num_frames
+from torchax_vae.core.models.cogvideox import decoded_num_frames
 
 FP32_TOL = 1e-4  # max abs, full model, fp32 (the project's bar)
 BF16_TOL = 0.25  # max abs, real config, bf16 weights and activations (measured: see the test)

@@ -70,3 +70,38 @@ def test_convolution_matches_torch(x_shape, w_shape, kwargs):
     expected = conv(x, w, b, **kwargs).numpy()
   got = _through_torchax(lambda t, k, c: conv(t, k, c, **kwargs), x, w, b)
   np.testing.assert_allclose(got, expected, atol=1e-5 * max(1.0, np.abs(expected).max()), rtol=0)
+
+
+@pytest.mark.parametrize(
+  ("shape", "kwargs"),
+  [
+    ((2, 3, 4, 5), {"scale_factor": (2.0, 2.0)}),  # WanUpsample: nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest-exact")
+    ((1, 2, 2, 3, 4), {"scale_factor": 2.0}),
+    ((2, 3, 5, 7), {"size": (9, 11)}),  # non-integer factors: PyTorch's floor((dst + 0.5) * in / out)
+    ((2, 3, 5, 7), {"size": (3, 4)}),  # downscaling
+    ((2, 3, 5), {"size": (12,)}),
+  ],
+)
+def test_nearest_exact_upsample_matches_torch(shape, kwargs):
+  x = torch.from_numpy(randn(*shape))
+  expected = F.interpolate(x, mode="nearest-exact", **kwargs).numpy()
+  got = _through_torchax(lambda t: F.interpolate(t, mode="nearest-exact", **kwargs), x)
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_nearest_exact_override_is_used_and_gathers_nothing():
+  """The override is what runs: an integer factor lowers to a broadcast (repeat), no gather.
+  torchax's own decomposition indexes with computed positions (a gather, which GSPMD all-gathers
+  on a width-sharded input)."""
+  import jax
+  from torchax import interop
+
+  env = backend.torchax.default_env()
+  backend.install_op_overrides(env)
+
+  def upsample(x):
+    with env:
+      return interop.jax_view(F.interpolate(interop.torch_view(x), scale_factor=(2.0, 2.0), mode="nearest-exact"))
+
+  hlo = jax.jit(upsample).lower(np.zeros((2, 3, 4, 5), np.float32)).as_text()
+  assert "gather" not in hlo and "broadcast" in hlo

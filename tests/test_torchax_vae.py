@@ -12,7 +12,7 @@ import torch
 from helpers import randn, torch_decode, torch_encode_mean
 
 import torchax_vae
-from torchax_vae.core.driver import decoded_num_frames, frame_steps
+from torchax_vae.core.models.cogvideox import decoded_num_frames, frame_steps
 
 FP32_TOL = 1e-4  # max abs, full model, fp32 (the project's bar)
 BF16_TOL = 0.1  # max abs on outputs in [-1, 1]-ish range; bf16 keeps 8 bits of mantissa

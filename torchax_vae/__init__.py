@@ -1,8 +1,12 @@
-"""CogVideoX VAE on JAX: the unmodified diffusers module through torchax.
+"""diffusers video VAEs on JAX: the unmodified diffusers module through torchax.
 
     vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
+    vae = torchax_vae.load("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", subfolder="vae")
     video = vae.decode(z)     # as diffusers' vae.decode(z).sample
-    video = torchax_vae.decode_latents(vae, latents)   # as CogVideoXPipeline.decode_latents
+    video = torchax_vae.decode_latents(vae, latents)   # as the model's pipeline turns its latents into video
+
+Supported: ``AutoencoderKLCogVideoX`` (CogVideoX 2b, 5b, 1.5) and ``AutoencoderKLWan`` (Wan 2.1, the
+Wan 2.2 A14B models, and the Wan 2.2 TI2V-5B VAE); the class is read from ``config.json``.
 
 Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4`` (see ``--help``).
 
@@ -41,11 +45,13 @@ def load(
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
 ) -> Runner:
-  """Loads a CogVideoX VAE (hub id or local dir) and returns a runner with ``decode``/``encode``.
+  """Loads a supported diffusers video VAE (hub id or local dir); returns a runner with ``decode``/``encode``.
 
   Args:
-    pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` (with ``subfolder="vae"``), a VAE dir
-      with ``config.json``, or a pipeline dir with a ``vae/`` subfolder.
+    pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` or ``"Wan-AI/Wan2.1-T2V-1.3B-Diffusers"``
+      (with ``subfolder="vae"``), a VAE dir with ``config.json``, or a pipeline dir with a ``vae/``
+      subfolder. ``config.json``'s ``_class_name`` picks the model (an unsupported one is refused
+      with the list of supported ones).
     dtype: ``"float32"`` or ``"bfloat16"``.
     mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
       width on ``tp``, weights replicated.
@@ -56,10 +62,11 @@ def load(
     revision: hub revision (branch, tag or commit).
   """
   from .core.loading import load_runner
+  from .models import BUILDERS, builder
 
   return load_runner(
     "torchax",
-    _build_torchax_backend,
+    {name: _lazy(builder, name) for name in BUILDERS},
     pretrained_model_name_or_path,
     subfolder=subfolder,
     dtype=dtype,
@@ -69,14 +76,6 @@ def load(
   )
 
 
-def _build_torchax_backend(checkpoint, dtype, mesh):
-  from . import backend
-  from .core.checkpoint import check_weights
-
-  module = backend.build_module(checkpoint.config)
-  check_weights(checkpoint.weights, backend.expected_shapes(module), str(checkpoint.directory))
-  params = backend.place_weights(checkpoint.weights, dtype, mesh)
-  if mesh is not None:
-    backend.add_sharding_hooks(module, mesh)
-  # runner.module: the diffusers module the steps run (meta weights; for inspection).
-  return backend.make_steps(module), params, {"module": module}
+def _lazy(builder, class_name):
+  # The builder module imports torch and diffusers: only when a checkpoint of its class is loaded.
+  return lambda checkpoint, dtype, mesh: builder(class_name)(checkpoint, dtype, mesh)

@@ -1,13 +1,18 @@
-"""The unmodified diffusers ``AutoencoderKLCogVideoX`` as pure JAX step functions, through torchax.
+"""Unmodified diffusers VAE modules as pure JAX step functions, through torchax: what every model shares.
 
-Nothing of diffusers is patched or copied: the class is built from the config, its parameters are
-swapped for JAX arrays at call time (``JittableModule.functional_call``), sharding constraints are
-added from outside with forward hooks, and the driver (``core.driver``) jits and walks the steps.
+Nothing of diffusers is patched or copied: a model's class is built from its config on the meta
+device (``torchax_vae.models.<name>``), its parameters are swapped for JAX arrays at call time
+(``JittableModule.functional_call``), sharding constraints and cache bookkeeping are added from
+outside with forward hooks, a few ATen lowerings of torchax are replaced (:func:`install_op_overrides`),
+and the driver (``core.driver``) jits and walks the steps.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 import jax
@@ -18,26 +23,24 @@ from ._torchax_compat import import_torchax
 from .core import conv as conv_lib
 from .core import mesh as mesh_lib
 from .core import norm as norm_lib
-from .core.checkpoint import CogVideoXVAEConfig
 from .core.driver import DTYPES, StepFunctions
 
 torchax = import_torchax()
 
 import torch  # noqa: E402  (after torchax, which must be imported through the shim first)
-from diffusers import AutoencoderKLCogVideoX  # noqa: E402
-from diffusers.models.autoencoders import autoencoder_kl_cogvideox as cogvideox  # noqa: E402
 from torchax import interop  # noqa: E402
 
 LAYOUT = "BCTHW"
 
+# (vae module, input, conv cache | None) -> (output, conv cache): one frame step in torch terms.
+TorchStep = Callable[[torch.nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
-def build_module(config: CogVideoXVAEConfig) -> torch.nn.Module:
-  """The diffusers module on the meta device: structure and shapes, no memory for 215M weights."""
+
+def build_on_meta(cls: type[torch.nn.Module], config) -> torch.nn.Module:
+  """``cls(**config.to_dict())`` on the meta device, in eval mode: structure and shapes, no memory."""
   with torch.device("meta"):
-    module = AutoencoderKLCogVideoX(**config.to_dict())
-  module.eval()
-  drop_unread_caches(module)
-  return module
+    module = cls(**config.to_dict())
+  return module.eval()
 
 
 def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
@@ -69,40 +72,25 @@ def _torch_layout(v: jax.Array) -> jax.Array:
   return jnp.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2))) if v.ndim >= 4 else v
 
 
-def drop_unread_caches(module: torch.nn.Module) -> list:
-  """Makes time-kernel-1 causal convs return ``None`` as their conv cache.
+def add_sharding_hooks(module: torch.nn.Module, mesh, layers: tuple[type, ...]) -> list:
+  """Constrains the video-shaped output of every ``layers`` module to (batch on dp, width on tp).
 
-  diffusers' ``CogVideoXCausalConv3d`` with ``time_kernel_size == 1`` returns its whole input as
-  the "cache" and never reads it back. Carrying it would make the steady step's input shapes depend
-  on the first step's frame count (3 latent frames for odd T, else 2), i.e. a second steady program.
-  ``None`` is exactly what diffusers reads in its place (the cache is ignored for kernel 1).
-  """
-
-  def drop_cache(_module, _args, output):
-    return output[0], None
-
-  return [
-    m.register_forward_hook(drop_cache)
-    for m in module.modules()
-    if isinstance(m, cogvideox.CogVideoXCausalConv3d) and m.time_kernel_size == 1
-  ]
-
-
-def add_sharding_hooks(module: torch.nn.Module, mesh) -> list:
-  """Constrains every conv and norm output to (batch on dp, width on tp), from outside diffusers.
-
-  GSPMD would propagate the input's sharding on its own, but ops that reshape (group norm) can
-  lose it; pinning each layer's output keeps the layout from drifting into replication.
+  From outside diffusers: GSPMD would propagate the input's sharding on its own, but ops that
+  reshape (group norm, attention) can lose it; pinning each layer's output keeps the layout from
+  drifting into replication. Outputs that are not 5-D ``(B, C, T, H, W)`` (per-frame 4-D tensors
+  inside a block) are left to GSPMD.
   """
   sharding = mesh_lib.activation_sharding(mesh, LAYOUT)
   constrain = interop.torch_view(jax.lax.with_sharding_constraint)
 
+  def pin(tensor):
+    return constrain(tensor, sharding) if isinstance(tensor, torch.Tensor) and tensor.ndim == 5 else tensor
+
   def pin_output(_module, _args, output):
     if isinstance(output, tuple):  # (hidden_states, conv_cache)
-      return (constrain(output[0], sharding),) + output[1:]
-    return constrain(output, sharding)
+      return (pin(output[0]),) + output[1:]
+    return pin(output)
 
-  layers = (cogvideox.CogVideoXCausalConv3d, cogvideox.CogVideoXSpatialNorm3D, torch.nn.GroupNorm)
   return [m.register_forward_hook(pin_output) for m in module.modules() if isinstance(m, layers)]
 
 
@@ -129,13 +117,16 @@ def _group_norm_keeping_layout(x, weight, bias, n, c, hxw, group, eps):
   return out.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
 
 
-def _upsample_nearest_axis_by_axis(x, output_size, *scales):
-  """``aten.upsample_nearest{1,2,3}d`` (both the ``.vec`` and the per-axis-scales overloads).
+def _upsample_nearest_axis_by_axis(x, output_size, *scales, exact: bool = False):
+  """``aten.upsample_nearest{1,2,3}d`` and (``exact``) ``aten._upsample_nearest_exact{1,2,3}d``, both
+  the ``.vec`` and the per-axis-scales overloads.
 
   torchax lowers nearest resizing through a decomposition that gathers with computed indices
   (``_unsafe_index``); on a width-sharded input GSPMD all-gathers the input for that gather. Here an
-  integer factor is a ``repeat`` along that axis alone, which keeps the width split; other factors
-  take PyTorch's nearest index ``min(floor(dst * scale), in - 1)`` axis by axis.
+  integer factor is a ``repeat`` along that axis alone, which keeps the width split (for both modes:
+  with an integer factor r, ``floor((dst + 0.5) / r) == dst // r``); other factors take PyTorch's
+  index axis by axis, ``min(floor(dst * scale), in - 1)`` (nearest) or ``min(floor((dst + 0.5) *
+  scale), in - 1)`` (nearest-exact, Wan's ``WanUpsample``).
   """
   spatial = x.shape[2:]
   if len(scales) == 1 and (scales[0] is None or isinstance(scales[0], list | tuple)):  # .vec overload
@@ -151,7 +142,8 @@ def _upsample_nearest_axis_by_axis(x, output_size, *scales):
     if size_out == size_in * repeats and scale * repeats == 1.0:
       x = jnp.repeat(x, repeats, axis=axis) if repeats > 1 else x
     else:
-      index = jnp.floor(jnp.arange(size_out, dtype=jnp.float32) * jnp.float32(scale)).astype(jnp.int32)
+      dst = jnp.arange(size_out, dtype=jnp.float32) + (jnp.float32(0.5) if exact else jnp.float32(0))
+      index = jnp.floor(dst * jnp.float32(scale)).astype(jnp.int32)
       x = jnp.take(x, jnp.minimum(index, size_in - 1), axis=axis)
   return x
 
@@ -193,25 +185,30 @@ def install_op_overrides(env) -> None:
   env.override_op_definition(torch.ops.aten.native_group_norm, interop.torch_view(_group_norm_keeping_layout))
   for op in (torch.ops.aten.upsample_nearest1d, torch.ops.aten.upsample_nearest2d, torch.ops.aten.upsample_nearest3d):
     env.override_op_definition(op, interop.torch_view(_upsample_nearest_axis_by_axis))
+  exact = interop.torch_view(functools.partial(_upsample_nearest_axis_by_axis, exact=True))
+  for op in (
+    torch.ops.aten._upsample_nearest_exact1d,
+    torch.ops.aten._upsample_nearest_exact2d,
+    torch.ops.aten._upsample_nearest_exact3d,
+  ):
+    env.override_op_definition(op, exact)
   env.override_op_definition(torch.ops.aten.convolution, interop.torch_view(_convolution_channels_last))
 
 
-def make_steps(module: torch.nn.Module) -> StepFunctions:
-  """Pure JAX ``decode_step``/``encode_step`` of (weights, input, conv_cache) for the driver."""
+def make_steps(
+  module: torch.nn.Module, decode_step: TorchStep, encode_step: TorchStep, sources: Sequence[ModuleType] = ()
+) -> StepFunctions:
+  """Pure JAX ``decode_step``/``encode_step`` of (weights, input, conv_cache) for the driver.
+
+  ``decode_step``/``encode_step`` are a model's frame steps in torch terms, called with the module
+  (its parameters swapped for the JAX weights), the input chunk and the cache as torchax tensors;
+  whatever pytree of tensors (and ``None``) they return as the cache comes back as JAX arrays.
+  ``sources``: the modules whose code the compiled programs depend on (the model's step builder,
+  the diffusers model file), hashed into the stored executables' key.
+  """
   env = torchax.default_env()
   install_op_overrides(env)
   jittable = interop.JittableModule(module, dedup_parameters=False)
-
-  def decode_step(vae, z, conv_cache):
-    if vae.post_quant_conv is not None:
-      z = vae.post_quant_conv(z)
-    return vae.decoder(z, conv_cache=conv_cache)
-
-  def encode_step(vae, x, conv_cache):
-    h, conv_cache = vae.encoder(x, conv_cache=conv_cache)
-    if vae.quant_conv is not None:
-      h = vae.quant_conv(h)
-    return h, conv_cache
 
   def as_jax(step):
     def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
@@ -233,8 +230,33 @@ def make_steps(module: torch.nn.Module) -> StepFunctions:
     "torch": torch.__version__,
     "torchax": torchax.__version__,
     "diffusers": diffusers.__version__,
-    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, cogvideox),
+    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, *sources),
   }
   return StepFunctions(
     layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint
   )
+
+
+def build(
+  checkpoint,
+  dtype: str,
+  mesh,
+  module: torch.nn.Module,
+  *,
+  sharded_layers: tuple[type, ...],
+  decode_step: TorchStep,
+  encode_step: TorchStep,
+  sources: Sequence[ModuleType],
+) -> tuple[StepFunctions, dict[str, jax.Array], dict[str, Any]]:
+  """What every model's ``build`` does with its module (built on meta) and its torch frame steps:
+  weights checked against the module and placed, sharding hooks on ``sharded_layers`` under a
+  mesh, the pure JAX steps. Returns ``(steps, params, {"module": module})`` for the driver's
+  :func:`~torchax_vae.core.loading.load_runner` (``runner.module``: the diffusers module the steps
+  run, meta weights, for inspection)."""
+  from .core.checkpoint import check_weights
+
+  check_weights(checkpoint.weights, expected_shapes(module), str(checkpoint.directory))
+  params = place_weights(checkpoint.weights, dtype, mesh)
+  if mesh is not None:
+    add_sharding_hooks(module, mesh, sharded_layers)
+  return make_steps(module, decode_step, encode_step, sources), params, {"module": module}

@@ -1,10 +1,10 @@
-"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4``.
+"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4 [--model HUB_ID_OR_DIR]``.
 
-LATENTS is a ``.safetensors``, ``.npy`` or ``.pt`` file holding what
-``CogVideoXPipeline(..., output_type="latent").frames`` returns, ``(B, T, C, H, W)``. They are scaled
-and decoded as ``CogVideoXPipeline.decode_latents`` does, turned into uint8 frames as diffusers'
-video processor does, and written as one MP4 per batch item (``OUT.mp4``; ``OUT-0.mp4``, ``OUT-1.mp4``,
-… when B > 1).
+LATENTS is a ``.safetensors``, ``.npy`` or ``.pt`` file holding what the model's pipeline returns
+with ``output_type="latent"``: ``(B, T, C, H, W)`` from ``CogVideoXPipeline``, ``(B, C, T, H, W)`` from
+``WanPipeline``. They are scaled and decoded as that pipeline does (CogVideoX: ``1 / scaling_factor``;
+Wan: ``* latents_std + latents_mean``), turned into uint8 frames as diffusers' video processor does,
+and written as one MP4 per batch item (``OUT.mp4``; ``OUT-0.mp4``, ``OUT-1.mp4``, … when B > 1).
 
 Multi-host (e.g. a TPU pod slice): run the same command on every host with ``--distributed``; each
 process reads LATENTS, the mesh spans all hosts' devices, the batch splits over ``dp`` across them,
@@ -31,14 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
   decode = commands.add_parser(
     "decode",
     help="pipeline latents -> MP4",
-    description="Decode CogVideoX pipeline latents (.safetensors/.npy/.pt) to MP4, as diffusers' pipeline does.",
+    description="Decode CogVideoX or Wan pipeline latents (.safetensors/.npy/.pt) to MP4, as diffusers' pipeline does.",
   )
-  decode.add_argument("latents", type=Path, help="a .safetensors, .npy or .pt file, (B, T, C, H, W)")
+  decode.add_argument(
+    "latents", type=Path, help="a .safetensors, .npy or .pt file: (B, T, C, H, W) for CogVideoX, (B, C, T, H, W) for Wan"
+  )
   decode.add_argument("-o", "--output", type=Path, required=True, help="OUT.mp4 (OUT-0.mp4, OUT-1.mp4, … for B > 1)")
   decode.add_argument(
     "--model",
     default=DEFAULT_MODEL,
-    help="hub id or local VAE/pipeline dir (default: %(default)s); its scaling_factor must be the pipeline's",
+    help="hub id or local VAE/pipeline dir of a CogVideoX or Wan VAE (default: %(default)s); its latent "
+    "scaling (scaling_factor; latents_mean/std) must be the pipeline's",
   )
   decode.add_argument("--subfolder", default=None, help="subfolder of --model holding the VAE (default: auto)")
   decode.add_argument("--revision", default=None, help="hub revision")
@@ -53,12 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
   decode.add_argument(
     "--layout",
     choices=("BTCHW", "BCTHW"),
-    default="BTCHW",
-    help="BTCHW: the pipeline's output (default); BCTHW: the VAE's own layout",
+    default=None,
+    help="default: the model's pipeline output (CogVideoX: BTCHW; Wan: BCTHW, the VAE's own layout)",
   )
   decode.add_argument("--key", default=None, help="tensor name in a file holding several")
   decode.add_argument(
-    "--scaling-factor", type=float, default=None, help="override the VAE config's scaling_factor"
+    "--scaling-factor", type=float, default=None, help="CogVideoX: override the VAE config's scaling_factor"
   )
   decode.add_argument("--cache-dir", default=None, help="compilation cache dir ('off' to disable)")
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,6 +98,14 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
   jax.distributed.initialize(
     coordinator_address=args.coordinator_address, num_processes=args.num_processes, process_id=args.process_id
   )
+
+
+def _adapter(args: argparse.Namespace):
+  """The model adapter of ``--model``'s config (resolves the hub id / dir; weights are not read here)."""
+  from .core.checkpoint import read_config, resolve_checkpoint_dir
+  from .core.models import adapter_for
+
+  return adapter_for(read_config(resolve_checkpoint_dir(args.model, subfolder=args.subfolder, revision=args.revision)))
 
 
 def _loader(path: str):
@@ -139,11 +150,21 @@ def run_decode(args: argparse.Namespace) -> int:
   lead = jax.process_index() == 0  # under multi-host, only process 0 writes files and prints
 
   latents = pipeline.load_latents(args.latents, key=args.key)
-  pipeline.check_latents(latents, args.layout)  # before loading a model; channels are checked against its config
+  pipeline.check_latents(latents, args.layout or pipeline.VAE_LAYOUT)  # rank, dtype: before anything else
   batch = latents.shape[0]
   paths = pipeline.output_paths(args.output, batch)
   if lead:
     pipeline.check_writable(paths)
+  # The model's config (torch-free, no weights): its pipeline layout and channels check the latents
+  # before any weights are read.
+  adapter = _adapter(args)
+  layout = args.layout or adapter.pipeline_layout
+  pipeline.check_latents(latents, layout, adapter.latent_channels, adapter.class_name)
+  if args.scaling_factor is not None and not adapter.scales_by_factor:
+    raise pipeline.LatentsError(
+      f"--scaling-factor: {adapter.class_name}'s pipelines do not scale latents by a factor "
+      f"({adapter.describe_latent_scaling()}); leave it unset"
+    )
 
   cache_dir = False if args.cache_dir in ("off", "none") else args.cache_dir
   runner = _loader(args.path)(
@@ -156,7 +177,7 @@ def run_decode(args: argparse.Namespace) -> int:
   progress = _Progress(lead and not args.no_progress)
   try:
     video = pipeline.decode_latents(
-      runner, latents, layout=args.layout, scaling_factor=args.scaling_factor, progress=progress
+      runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress
     )
   finally:
     progress.close()
@@ -167,11 +188,11 @@ def run_decode(args: argparse.Namespace) -> int:
     for item, path in zip(frames, paths):
       pipeline.write_mp4(item, path, fps=args.fps, quality=args.quality)
     _, num_frames, height, width, _ = frames.shape
-    factor = runner.config.scaling_factor if args.scaling_factor is None else args.scaling_factor
+    scaling = runner.adapter.describe_latent_scaling(args.scaling_factor)
     from .core import mesh as mesh_lib
 
     print(
-      f"decoded latents {tuple(latents.shape)} ({args.layout}, 1/{factor:g}) -> {batch} x {num_frames} frames "
+      f"decoded latents {tuple(latents.shape)} ({layout}, {scaling}) -> {batch} x {num_frames} frames "
       f"{height}x{width} in {decoded - loaded:.2f} s (load {loaded - start:.2f} s; {args.path}, {args.dtype}, "
       f"{mesh_lib.describe(runner.mesh)}"
       + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "")

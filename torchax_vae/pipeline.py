@@ -1,16 +1,22 @@
-"""From a CogVideoX pipeline's latents to MP4 files, exactly as diffusers gets from latents to frames.
+"""From a video pipeline's latents to MP4 files, exactly as diffusers gets from latents to frames.
 
     vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae")
     video = torchax_vae.decode_latents(vae, latents)      # CogVideoXPipeline.decode_latents
     frames = to_uint8_frames(video)                       # VideoProcessor.postprocess_video, as uint8
     write_mp4(frames[0], "out.mp4", fps=8)
 
-Scaling (diffusers 0.42, ``pipelines/cogvideo/pipeline_cogvideox.py``; CogVideoX 1.5 runs through the
-same ``CogVideoXPipeline`` class, and the image-to-video, video-to-video and fun-control pipelines
-decode the same way): ``latents.permute(0, 2, 1, 3, 4)``, then ``1 / vae.config.scaling_factor *
-latents``, then ``vae.decode(latents).sample``. ``invert_scale_latents`` (True for 1.5) does not enter
-decoding: diffusers reads it only when it *encodes* an image for image-to-video
-(``pipeline_cogvideox_image2video.prepare_latents``). ``shift_factor`` is not used by these pipelines.
+What each model's pipelines do between ``output_type="latent"`` and ``vae.decode`` is the model
+adapter's (``adapter.pipeline_layout``, ``adapter.latents_for_decode``; diffusers 0.42):
+
+* CogVideoX (``pipelines/cogvideo/pipeline_cogvideox.py``; CogVideoX 1.5 runs through the same
+  ``CogVideoXPipeline`` class, and the image-to-video, video-to-video and fun-control pipelines decode
+  the same way): latents ``(B, T, C, H, W)``, ``latents.permute(0, 2, 1, 3, 4)``, then ``1 /
+  vae.config.scaling_factor * latents``. ``invert_scale_latents`` (True for 1.5) does not enter
+  decoding: diffusers reads it only when it *encodes* an image for image-to-video
+  (``pipeline_cogvideox_image2video.prepare_latents``). ``shift_factor`` is not used by these pipelines.
+* Wan (``pipelines/wan/pipeline_wan.py``, ``pipeline_wan_i2v.py``; Wan 2.1, 2.2 A14B and TI2V-5B):
+  latents ``(B, C, T, H, W)``, ``latents / (1 / latents_std) + latents_mean`` per channel, with the VAE
+  config's ``latents_mean``/``latents_std``.
 
 Nothing here imports torch: a ``.pt`` file is read with torch (imported then), a torch tensor in
 gives a torch tensor out, as everywhere in this package.
@@ -28,9 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .core import kinds
+from .core.errors import CheckpointError
 
 PIPELINE_LAYOUT = "BTCHW"  # what CogVideoXPipeline(..., output_type="latent") returns
-VAE_LAYOUT = "BCTHW"  # what the VAE's decode takes
+VAE_LAYOUT = "BCTHW"  # what the VAE's decode takes (and what WanPipeline(..., output_type="latent") returns)
 LAYOUTS = (PIPELINE_LAYOUT, VAE_LAYOUT)
 LATENT_SUFFIXES = (".safetensors", ".npy", ".pt", ".pth")
 # Keys a dict-valued .safetensors/.pt file may hold the latents under (else: its only tensor).
@@ -127,8 +134,11 @@ def _pick_key(keys: list[str], key: str | None, path: Path) -> str:
   )
 
 
-def check_latents(latents: Any, layout: str, channels: int | None = None) -> None:
-  """Rank, non-empty dims, floating dtype and (if given) the channel count, for ``layout``."""
+def check_latents(latents: Any, layout: str, channels: int | None = None, model: str | None = None) -> None:
+  """Rank, non-empty dims, floating dtype and (if given) the channel count, for ``layout``.
+
+  ``model``: the model's name for the message (its diffusers class, e.g. ``"AutoencoderKLWan"``).
+  """
   if layout not in LAYOUTS:
     raise LatentsError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
   shape, dtype = tuple(latents.shape), latents.dtype
@@ -148,14 +158,16 @@ def check_latents(latents: Any, layout: str, channels: int | None = None) -> Non
     if shape[other.index("C")] == channels:
       hint = f"; it looks like {other} — pass layout={other!r} (--layout {other})"
     raise LatentsError(
-      f"latents: expected {channels} latent channels on axis {axis} of {layout}, got shape {shape}{hint}"
+      f"latents: expected {channels} latent channels on axis {axis} of {layout}"
+      + (f" (the model, {model}, has {channels})" if model else "")
+      + f", got {shape[axis]}: shape {shape}{hint}"
     )
 
 
-def to_vae_layout(latents: Any, layout: str, channels: int) -> Any:
+def to_vae_layout(latents: Any, layout: str, channels: int, model: str | None = None) -> Any:
   """Checks the latents; ``(B, T, C, H, W)`` -> ``(B, C, T, H, W)`` (a ``jax.Array``)."""
   array, _ = kinds.to_jax(latents, "latents")
-  check_latents(array, layout, channels)
+  check_latents(array, layout, channels, model)
   return array if layout == VAE_LAYOUT else jnp.swapaxes(array, 1, 2)
 
 
@@ -163,34 +175,43 @@ def decode_latents(
   model: Any,
   latents: Any,
   *,
-  layout: str = PIPELINE_LAYOUT,
+  layout: str | None = None,
   scaling_factor: float | None = None,
   check_finite: bool = True,
   progress: Callable[[int, int], None] | None = None,
 ) -> Any:
-  """diffusers' ``CogVideoXPipeline.decode_latents`` on a JAX runner: latents -> video in ``[-1, 1]``.
+  """What the model's pipeline does with its latents, on a JAX runner: latents -> video in ``[-1, 1]``.
+
+  CogVideoX: ``CogVideoXPipeline.decode_latents``; Wan: ``WanPipeline``'s de-normalisation and decode.
 
   Args:
     model: a runner from :func:`torchax_vae.load` or :func:`native_flax.load`.
-    latents: what ``CogVideoXPipeline(..., output_type="latent").frames`` holds, ``(B, T, C, H, W)``
-      (``layout="BCTHW"``: the VAE's own layout); torch tensor, numpy array or ``jax.Array``.
-    scaling_factor: default ``model.config.scaling_factor``, as the pipeline's ``vae_scaling_factor_image``.
+    latents: what the pipeline returns with ``output_type="latent"``: ``(B, T, C, H, W)`` for
+      CogVideoX, ``(B, C, T, H, W)`` for Wan (``layout``: default the model's pipeline layout;
+      ``"BCTHW"`` is the VAE's own); torch tensor, numpy array or ``jax.Array``.
+    scaling_factor: CogVideoX only: default ``model.config.scaling_factor``, as the pipeline's
+      ``vae_scaling_factor_image``. Wan de-normalises with the config's ``latents_mean``/``latents_std``.
     progress: ``progress(done, total)`` after each decoded frame step (and tile).
 
-  Returns ``(B, 3, F, H*8, W*8)`` (``vae.decode(latents / scaling_factor).sample``) of the same kind as
+  Returns ``(B, 3, F, H*s, W*s)`` (``vae.decode(<scaled latents>).sample``) of the same kind as
   ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller JAX, numpy and torch
   results are gathered onto every process.
   """
+  adapter = model.adapter
   array, kind = kinds.to_jax(latents, "latents")
-  array = to_vae_layout(array, layout, model.config.latent_channels)
+  layout = adapter.pipeline_layout if layout is None else layout
+  array = to_vae_layout(array, layout, adapter.latent_channels, adapter.class_name)
   if check_finite:
     try:
       kinds.check_finite(array, "latents")
     except ValueError as err:
       raise LatentsError(str(err)) from None
-  factor = float(model.config.scaling_factor if scaling_factor is None else scaling_factor)
-  # diffusers: `1 / scaling_factor * latents` — a Python scalar times the tensor, in the tensor's dtype.
-  array = array * (1 / factor)
+  try:
+    array = adapter.latents_for_decode(array, vae_dtype=model.compute_dtype, scaling_factor=scaling_factor)
+  except CheckpointError:
+    raise  # the VAE config cannot de-normalise (e.g. latents_mean of another length): not the latents' fault
+  except ValueError as err:
+    raise LatentsError(str(err)) from None
   video = model.decode(array, check_finite=False, progress=progress)
   return kinds.from_jax(video, kind)
 

@@ -1,9 +1,11 @@
 """Hub id or local dir -> frozen config + numpy weights (diffusers keys, PyTorch layouts).
 
 Shared by both paths; imports neither torch nor torchax, so ``native_flax`` runs without PyTorch.
+The config's class (``_class_name``: ``AutoencoderKLCogVideoX``, ``AutoencoderKLWan``) picks the
+model adapter (:mod:`.models`); another class is refused with the list of supported ones.
 
     ckpt = load_checkpoint("THUDM/CogVideoX-2b", subfolder="vae")
-    ckpt.config.latent_channels           # 16
+    ckpt.adapter.latent_channels          # 16 (the model adapter: core.models)
     ckpt.weights["decoder.conv_in.conv.weight"].shape  # (512, 16, 3, 3, 3)  OIDHW
 
 Weights are checked against the shapes a path expects with :func:`check_weights`; every problem
@@ -15,97 +17,33 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import models
+from .errors import CheckpointError, UnsupportedModelError
+from .models import CogVideoXVAEConfig, WanVAEConfig
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
-CLASS_NAME = "AutoencoderKLCogVideoX"
 PIPELINE_SUBFOLDER = "vae"
 _LIST_AT_MOST = 5
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be used: missing files, corrupt weights, wrong keys or shapes."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CogVideoXVAEConfig:
-  """The ``config.json`` of diffusers' ``AutoencoderKLCogVideoX``; defaults are diffusers' (CogVideoX-2b)."""
-
-  in_channels: int = 3
-  out_channels: int = 3
-  down_block_types: tuple[str, ...] = ("CogVideoXDownBlock3D",) * 4
-  up_block_types: tuple[str, ...] = ("CogVideoXUpBlock3D",) * 4
-  block_out_channels: tuple[int, ...] = (128, 256, 256, 512)
-  latent_channels: int = 16
-  layers_per_block: int = 3
-  act_fn: str = "silu"
-  norm_eps: float = 1e-6
-  norm_num_groups: int = 32
-  temporal_compression_ratio: float = 4
-  sample_height: int = 480
-  sample_width: int = 720
-  scaling_factor: float = 1.15258426
-  shift_factor: float | None = None
-  latents_mean: tuple[float, ...] | None = None
-  latents_std: tuple[float, ...] | None = None
-  force_upcast: bool = True
-  use_quant_conv: bool = False
-  use_post_quant_conv: bool = False
-  invert_scale_latents: bool = False
-
-  @classmethod
-  def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> CogVideoXVAEConfig:
-    """Builds the config from a ``config.json`` dict; ``_``-prefixed keys are diffusers metadata."""
-    class_name = raw.get("_class_name", CLASS_NAME)
-    if class_name != CLASS_NAME:
-      raise CheckpointError(f"{source}: expected a {CLASS_NAME} config, got _class_name={class_name!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(k for k in raw if not k.startswith("_") and k not in fields)
-    if unknown:
-      warnings.warn(f"{source}: ignoring config keys {CLASS_NAME} does not take: {unknown}", stacklevel=3)
-    values = {}
-    for name, value in raw.items():
-      if name in fields and value is not None and isinstance(value, list):
-        value = tuple(value)
-      if name in fields:
-        values[name] = value
-    config = cls(**values)
-    config.validate(source)
-    return config
-
-  def to_dict(self) -> dict[str, Any]:
-    """The diffusers ``config.json`` form (lists for tuples), e.g. for ``AutoencoderKLCogVideoX(**d)``."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-  def validate(self, source: str = "config") -> None:
-    n = len(self.block_out_channels)
-    if n == 0 or len(self.down_block_types) != n or len(self.up_block_types) != n:
-      raise CheckpointError(
-        f"{source}: block_out_channels, down_block_types and up_block_types must have one entry per "
-        f"block, got {len(self.block_out_channels)}, {len(self.down_block_types)}, {len(self.up_block_types)}"
-      )
-    for c in self.block_out_channels:
-      if c % self.norm_num_groups:
-        raise CheckpointError(f"{source}: block_out_channels {self.block_out_channels} must divide by norm_num_groups={self.norm_num_groups}")
-
-  @property
-  def spatial_compression(self) -> int:
-    """Pixels per latent pixel along H and W (8 for every released CogVideoX VAE)."""
-    return 2 ** (len(self.block_out_channels) - 1)
-
-
 @dataclasses.dataclass(frozen=True)
 class Checkpoint:
-  config: CogVideoXVAEConfig
+  config: Any  # the frozen config of its class: CogVideoXVAEConfig, WanVAEConfig
   weights: dict[str, np.ndarray]  # diffusers state-dict keys, PyTorch layouts (Conv3d: OIDHW)
   directory: Path
+
+  @property
+  def adapter(self) -> models.VideoVAE:
+    """The model adapter of its class (what the driver needs to know of the model)."""
+    return models.adapter_for(self.config)
 
 
 def resolve_checkpoint_dir(
@@ -159,7 +97,8 @@ def _pick_subfolder(root: Path, subfolder: str | None, name: str) -> Path:
   )
 
 
-def read_config(directory: Path) -> CogVideoXVAEConfig:
+def read_config(directory: Path) -> Any:
+  """The frozen config of ``config.json``, of the class its ``_class_name`` names (see :mod:`.models`)."""
   path = directory / CONFIG_NAME
   try:
     raw = json.loads(path.read_text())
@@ -169,7 +108,7 @@ def read_config(directory: Path) -> CogVideoXVAEConfig:
     raise CheckpointError(f"{path} is not valid JSON: {err}") from err
   if not isinstance(raw, dict):
     raise CheckpointError(f"{path}: expected a JSON object")
-  return CogVideoXVAEConfig.from_dict(raw, source=str(path))
+  return models.config_from_dict(raw, source=str(path))
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -274,3 +213,18 @@ def load_checkpoint(
   config = read_config(directory)
   weights = read_weights(weight_files(directory))
   return Checkpoint(config=config, weights=weights, directory=directory)
+
+
+__all__ = [
+  "Checkpoint",
+  "CheckpointError",
+  "CogVideoXVAEConfig",
+  "UnsupportedModelError",
+  "WanVAEConfig",
+  "check_weights",
+  "load_checkpoint",
+  "read_config",
+  "read_weights",
+  "resolve_checkpoint_dir",
+  "weight_files",
+]

@@ -1,15 +1,23 @@
-"""One driver, two step backends.
+"""One driver, many models, two step backends.
 
-Both paths decode the same way: validate the input, convert it to the backend's layout and place it
-on the mesh, walk diffusers' frame steps carrying the causal conv cache, and hand the result back in
-the caller's kind. Only the *step* differs: a backend supplies pure JAX functions
+Every path decodes the same way: validate the input, convert it to the backend's layout and place
+it on the mesh, walk the model's frame steps carrying the causal conv cache (and the tiles, when
+tiling), and hand the result back in the caller's kind. Two things vary, each in one place:
+
+* the **model** (CogVideoX, Wan, …): an adapter (:mod:`.models`) declares its channels and
+  compression, frame plans, tiling rule, what comes before encode / after decode, its posterior;
+* the **backend** (torchax on the unmodified diffusers module; the NNX port): pure JAX functions
 
     decode_step(params, z, conv_cache) -> (video, conv_cache)     # conv_cache is None on the first step
     encode_step(params, x, conv_cache) -> (moments, conv_cache)
 
-in its own layout (``"BCTHW"`` for torchax, ``"BTHWC"`` for native_flax). The driver jits each step
-once per shape and reuses it for every later step and call, so compile cost does not grow with T:
-one program for the first step (no cache), one for every steady step (cache in, cache out).
+  in its own layout (``"BCTHW"`` for torchax, ``"BTHWC"`` for native_flax). A step's cache must
+  have the same structure and shapes whatever the number of frames in the step (it depends only
+  on batch and spatial size), so one steady program serves every later step.
+
+The driver names no model. It jits each step kind once per shape and reuses it for every later
+step and call, so compile cost does not grow with T: one program for the first step (no cache),
+one for every steady step (cache in, cache out).
 """
 
 from __future__ import annotations
@@ -29,11 +37,8 @@ from jax.sharding import Mesh
 
 from . import executables, kinds
 from . import mesh as mesh_lib
-from .checkpoint import CogVideoXVAEConfig
-
-# diffusers AutoencoderKLCogVideoX.num_latent_frames_batch_size / num_sample_frames_batch_size
-LATENT_FRAMES_PER_STEP = 2
-SAMPLE_FRAMES_PER_STEP = 8
+from .models import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
+from .tiling import TileGrid
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -52,104 +57,13 @@ class StepFunctions:
   fingerprint: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def frame_steps(num_frames: int, per_step: int) -> list[tuple[int, int]]:
-  """diffusers' frame batching: ``[(start, end), …]``; the remainder joins the first step.
-
-  Latents (``per_step=2``): T=13 -> (0,3),(3,5),…,(11,13); T=1 -> (0,1). Samples (``per_step=8``):
-  F=49 -> (0,9),(9,17),…; F<8 -> one step.
-  """
-  num_steps = max(num_frames // per_step, 1)
-  remainder = num_frames % per_step
-  steps = []
-  for i in range(num_steps):
-    start = per_step * i + (0 if i == 0 else remainder)
-    end = min(per_step * (i + 1) + remainder, num_frames)
-    steps.append((start, end))
-  return steps
-
-
-def decoded_num_frames(num_latent_frames: int, config: CogVideoXVAEConfig | None = None) -> int:
-  """Frames diffusers' decode returns: 4T-3 for odd T (13 -> 49), 4T for even T, 1 for T=1 (real configs)."""
-  config = config or CogVideoXVAEConfig()
-  # diffusers' decoder doubles time in the first log2(ratio) up blocks that have an upsampler.
-  time_upsamplers = min(int(np.log2(config.temporal_compression_ratio)), len(config.block_out_channels) - 1)
-  total = 0
-  for start, end in frame_steps(num_latent_frames, LATENT_FRAMES_PER_STEP):
-    t = end - start
-    for _ in range(time_upsamplers):
-      t = 2 * t - 1 if (t > 1 and t % 2 == 1) else (t if t == 1 else 2 * t)
-    total += t
-  return total
-
-
-@dataclasses.dataclass(frozen=True)
-class Tiling:
-  """diffusers' tiling parameters (``AutoencoderKLCogVideoX.enable_tiling``), in sample pixels."""
-
-  tile_sample_min_height: int
-  tile_sample_min_width: int
-  tile_overlap_factor_height: float = 1 / 6
-  tile_overlap_factor_width: float = 1 / 5
-
-  @classmethod
-  def default(cls, config: CogVideoXVAEConfig) -> Tiling:
-    # diffusers: half the config's sample size (240 x 360 for CogVideoX's 480 x 720).
-    return cls(config.sample_height // 2, config.sample_width // 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TileGrid:
-  """Where tiles start, how large they are, how far neighbours blend and where each is cropped.
-
-  ``tile``/``stride`` are in the input's units (latent pixels for decode), ``blend``/``keep`` in
-  the output's (sample pixels for decode) — exactly diffusers' ``tiled_decode``/``tiled_encode``.
-  """
-
-  tile: tuple[int, int]  # (H, W) of a full tile, input units
-  stride: tuple[int, int]  # distance between tile starts, input units
-  blend: tuple[int, int]  # blend extent, output units
-  keep: tuple[int, int]  # rows/cols kept of each tile, output units
-
-  @classmethod
-  def for_decode(cls, tiling: Tiling, compression: int) -> _TileGrid:
-    sample = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
-    latent = (int(sample[0] / compression), int(sample[1] / compression))
-    return cls._make(latent, sample, latent, tiling)
-
-  @classmethod
-  def for_encode(cls, tiling: Tiling, compression: int) -> _TileGrid:
-    sample = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
-    latent = (int(sample[0] / compression), int(sample[1] / compression))
-    return cls._make(sample, latent, sample, tiling)
-
-  @classmethod
-  def _make(cls, tile, out_tile, stride_base, tiling: Tiling) -> _TileGrid:
-    factors = (tiling.tile_overlap_factor_height, tiling.tile_overlap_factor_width)
-    stride = tuple(int(b * (1 - f)) for b, f in zip(stride_base, factors))
-    blend = tuple(int(o * f) for o, f in zip(out_tile, factors))
-    keep = tuple(o - b for o, b in zip(out_tile, blend))
-    if min(stride) < 1 or min(keep) < 1:
-      raise ValueError(f"tiling {tiling}: tiles too small for their overlap (stride {stride}, kept {keep})")
-    return cls(tile=tile, stride=stride, blend=blend, keep=keep)
-
-  def splits(self, height: int, width: int) -> bool:
-    """Whether an input of ``(height, width)`` is tiled: diffusers tiles only one larger than a tile."""
-    return height > self.tile[0] or width > self.tile[1]
-
-  def tiles(self, height: int, width: int) -> list[list[tuple[slice, slice]]]:
-    """Each tile's ``(rows, cols)`` in an input of ``(height, width)``, row by row as diffusers walks them."""
-    rows = [slice(i, min(i + self.tile[0], height)) for i in range(0, height, self.stride[0])]
-    cols = [slice(j, min(j + self.tile[1], width)) for j in range(0, width, self.stride[1])]
-    return [[(r, c) for c in cols] for r in rows]
-
-
 class Runner:
   """``decode``/``encode`` with diffusers' contract over a backend's step functions.
 
   Args:
     steps: the backend's step functions.
-    params: the backend's weights (a pytree of ``jax.Array``), placed by :meth:`place_params`.
-    config: the model config.
+    params: the backend's weights (a pytree of ``jax.Array``), replicated over the mesh here.
+    adapter: the model adapter (:mod:`.models`): plans, tiling rule, before/after, posterior.
     mesh: ``None``, a ``Mesh`` or a spec such as ``"dp=2,tp=4"``.
     dtype: ``"float32"`` or ``"bfloat16"``; inputs are cast to it, outputs come back in it.
     name: the path's name, for messages.
@@ -161,7 +75,7 @@ class Runner:
     self,
     steps: StepFunctions,
     params: Any,
-    config: CogVideoXVAEConfig,
+    adapter: VideoVAE,
     *,
     mesh: Mesh | str | None = None,
     dtype: str = "float32",
@@ -171,7 +85,8 @@ class Runner:
     if dtype not in DTYPES:
       raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     self.steps = steps
-    self.config = config
+    self.adapter = adapter
+    self.config = adapter.config  # the model's frozen config (diffusers' config.json)
     self.mesh = mesh_lib.make_mesh(mesh)
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
@@ -183,17 +98,17 @@ class Runner:
     # How often each step function was traced: a retrace means a new program was built.
     self.trace_counts: Counter[str] = Counter()
     self.programs = executables.Programs(
-      dict(steps.fingerprint, name=name, config=config.to_dict(), dtype=dtype, mesh=mesh_lib.describe(self.mesh),
-           driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib)),
+      dict(steps.fingerprint, name=name, model=adapter.class_name, config=adapter.config.to_dict(), dtype=dtype,
+           mesh=mesh_lib.describe(self.mesh),
+           driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib, sys.modules[type(adapter).__module__])),
       executables.ExecutableStore(executable_dir),
       devices=list(self.mesh.devices.flat) if self.mesh is not None else [jax.devices()[0]],
     )
-    self.tiling: Tiling | None = None
+    self.tiling: TilingSettings | None = None
     self._jitted = {
-      "decode_first": self._jit_step(steps.decode_step, "decode_first", first=True),
-      "decode_steady": self._jit_step(steps.decode_step, "decode_steady", first=False),
-      "encode_first": self._jit_step(steps.encode_step, "encode_first", first=True),
-      "encode_steady": self._jit_step(steps.encode_step, "encode_steady", first=False),
+      f"{kind}_{label}": self._jit_step(step, f"{kind}_{label}", first=label == FIRST)
+      for kind, step in ((DECODE, steps.decode_step), (ENCODE, steps.encode_step))
+      for label in (FIRST, STEADY)
     }
 
   # --- jitted programs -------------------------------------------------------------------------
@@ -227,16 +142,20 @@ class Runner:
 
     return jax.tree.map(pad, cache)
 
-  def _unpad_cache(self, cache: Any, step: StepFn, params: Any, inputs: jax.Array) -> Any:
-    """Inverse of :meth:`_pad_cache`; the true shapes are those a first step on ``inputs`` returns.
+  def _unpad_cache(self, cache: Any, step: StepFn, params: Any, inputs: jax.Array, kind: str) -> Any:
+    """Inverse of :meth:`_pad_cache`; the true shapes are those a first step returns for ``inputs``.
 
-    (The cache holds the last ``k_t - 1`` frames of each causal conv's input, so its shapes depend
-    only on batch and spatial size, not on how many frames a step has.) Costs one abstract trace,
-    only under a mesh.
+    A step's cache depends only on batch and spatial size, not on how many frames the step has (the
+    backends' contract), so a first step on the frames a walk over ``inputs`` alone would start
+    with gives them (a model's first step may differ from its steady one in more than the cache:
+    it must get the frames it is planned for).
+    Costs one abstract trace, only under a mesh.
     """
     if self._activation is None:
       return cache
-    _, true = jax.eval_shape(lambda p, x: step(p, x, None), params, inputs)
+    first = self.plan(kind, inputs.shape[self._time_axis()])[0]
+    first_in = self._slice_time(inputs, first.start, first.end)
+    _, true = jax.eval_shape(lambda p, x: step(p, x, None), params, first_in)
     return jax.tree.map(lambda a, t: a if a.shape == t.shape else a[tuple(slice(0, n) for n in t.shape)], cache, true)
 
   def _jit_step(self, step: StepFn, label: str, *, first: bool) -> Callable:
@@ -251,7 +170,7 @@ class Runner:
 
       def program(params, inputs, cache):
         self.trace_counts[label] += 1
-        cache = self._unpad_cache(self._constrain(cache), step, params, inputs)
+        cache = self._unpad_cache(self._constrain(cache), step, params, inputs, label.split("_")[0])
         out, cache = step(params, self._constrain(inputs), cache)
         return self._constrain(out), self._constrain(self._pad_cache(cache))
 
@@ -290,43 +209,48 @@ class Runner:
 
   # --- the frame-step walk ---------------------------------------------------------------------
 
+  def plan(self, kind: str, num_frames: int) -> list[FrameStep]:
+    """The model's frame plan of a ``kind`` (``"decode"``/``"encode"``) walk over ``num_frames``."""
+    plan = self.adapter.plan(kind, num_frames)
+    if not plan or plan[0].label != FIRST or any(step.label != STEADY for step in plan[1:]):
+      raise AssertionError(f"{self.adapter}: a {kind} plan must be one first step, then steady steps: {plan}")
+    return plan
+
   def _walk(
-    self, kind: str, x: jax.Array, per_step: int, tick: Callable[[], None] | None = None
+    self, kind: str, x: jax.Array, tick: Callable[[], None] | None = None
   ) -> Iterator[jax.Array]:
     cache = None
-    for start, end in frame_steps(x.shape[self._time_axis()], per_step):
+    for start, end, label in self.plan(kind, x.shape[self._time_axis()]):
       chunk = self._slice_time(x, start, end)
-      if cache is None:
-        out, cache = self._call(f"{kind}_first", self.params, chunk)
+      if label == FIRST:
+        out, cache = self._call(f"{kind}_{FIRST}", self.params, chunk)
       else:
-        out, cache = self._call(f"{kind}_steady", self.params, chunk, cache)
+        out, cache = self._call(f"{kind}_{STEADY}", self.params, chunk, cache)
       if tick is not None:  # report a finished step, not a dispatched one
         jax.block_until_ready(out)
         tick()
       yield out
 
-  def _walk_concat(self, kind: str, x: jax.Array, per_step: int, tick: Callable[[], None] | None) -> jax.Array:
+  def _walk_concat(self, kind: str, x: jax.Array, tick: Callable[[], None] | None) -> jax.Array:
     """All frame steps of ``x``, their outputs joined along time (backend layout)."""
-    outputs = list(self._walk(kind, x, per_step, tick))
+    outputs = list(self._walk(kind, x, tick))
     return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
 
   def _call(self, label: str, *args):
     """Runs the compiled program for these inputs, compiling or loading it on first use."""
     return self.programs.get(label, self._jitted[label], args)(*args)
 
-  def _run(
-    self, kind: str, x: jax.Array, per_step: int, progress: Callable[[int, int], None] | None = None
-  ) -> jax.Array:
-    tick = _ticker(progress, len(frame_steps(x.shape[self._time_axis()], per_step)))
-    return self._from_backend_layout(self._walk_concat(kind, x, per_step, tick))
+  def _run(self, kind: str, x: jax.Array, progress: Callable[[int, int], None] | None = None) -> jax.Array:
+    tick = _ticker(progress, len(self.plan(kind, x.shape[self._time_axis()])))
+    return self._from_backend_layout(self._walk_concat(kind, x, tick))
 
   def _batch_padding(self, batch: int) -> int:
     """Zero samples :meth:`_prepare` adds so that the mesh's batch split is even.
 
     Left uneven (3 videos on dp=2, or 1), GSPMD would pad the batch inside every program, and the
     per-frame 2D convolutions, which merge batch with time, would lose that split: 88 all-gathers
-    per program pair on a tiny config. Samples are independent (group norm's statistics are per
-    sample), so the added ones change nothing, and :meth:`_result` removes them.
+    per program pair on a tiny CogVideoX config. Samples are independent (normalisation statistics
+    are per sample), so the added ones change nothing, and :meth:`_result` removes them.
     """
     return 0 if self.mesh is None else -batch % self.mesh.shape.get(mesh_lib.BATCH_AXIS, 1)
 
@@ -354,21 +278,11 @@ class Runner:
 
   # --- tiles ----------------------------------------------------------------------------------
 
-  def enable_tiling(
-    self,
-    tile_sample_min_height: int | None = None,
-    tile_sample_min_width: int | None = None,
-    tile_overlap_factor_height: float | None = None,
-    tile_overlap_factor_width: float | None = None,
-  ) -> None:
-    """diffusers' ``enable_tiling``: same arguments, defaults and blending; ``None`` keeps the current value."""
-    current = self.tiling or Tiling.default(self.config)
-    self.tiling = Tiling(
-      tile_sample_min_height or current.tile_sample_min_height,
-      tile_sample_min_width or current.tile_sample_min_width,
-      tile_overlap_factor_height or current.tile_overlap_factor_height,
-      tile_overlap_factor_width or current.tile_overlap_factor_width,
-    )
+  def enable_tiling(self, *args: Any, **kwargs: Any) -> None:
+    """diffusers' ``enable_tiling`` of the model: the fields of its adapter's ``tiling_class``, in
+    diffusers' order (positional or by name), its defaults and blending; ``None`` keeps a value."""
+    current = self.tiling or self.adapter.default_tiling()
+    self.tiling = current.updated(*args, **kwargs)
 
   def disable_tiling(self) -> None:
     self.tiling = None
@@ -382,20 +296,26 @@ class Runner:
     x = jax.lax.slice_in_dim(x, rows.start, rows.stop, axis=h_axis)
     return jax.lax.slice_in_dim(x, cols.start, cols.stop, axis=w_axis)
 
+  def tile_grid(self, kind: str, height: int, width: int) -> TileGrid | None:
+    """The tiles a ``kind`` walk over an input of ``(height, width)`` (the caller's sizes) takes, or
+    ``None`` when it is not tiled (tiling off, or the input no larger than a tile)."""
+    return None if self.tiling is None else self.adapter.tile_grid(self.tiling, kind, height, width)
+
   def _run_tiled(
-    self, kind: str, x: jax.Array, per_step: int, grid: _TileGrid, progress: Callable[[int, int], None] | None = None
+    self, kind: str, x: jax.Array, grid: TileGrid, progress: Callable[[int, int], None] | None = None
   ) -> jax.Array:
     """diffusers' ``tiled_decode``/``tiled_encode``: overlapping tiles, each walked through the
     frame steps, blended into their upper and left neighbours (blended in place, as diffusers
-    does), cropped and stitched. Tiles of one shape share one compiled program per step kind."""
+    does), cut to what each keeps, stitched and (where the model does) cropped. Tiles of one shape
+    share one compiled program per step kind."""
     h_axis, w_axis = self._spatial_axes()
     tiles = grid.tiles(x.shape[h_axis], x.shape[w_axis])
-    tick = _ticker(progress, sum(map(len, tiles)) * len(frame_steps(x.shape[self._time_axis()], per_step)))
+    tick = _ticker(progress, sum(map(len, tiles)) * len(self.plan(kind, x.shape[self._time_axis()])))
     rows = []
     for tile_row in tiles:
       row = []
       for tile_rows, tile_cols in tile_row:
-        tile_out = self._walk_concat(kind, self._tile(x, tile_rows, tile_cols), per_step, tick)
+        tile_out = self._walk_concat(kind, self._tile(x, tile_rows, tile_cols), tick)
         if rows:
           tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
         if row:
@@ -405,49 +325,46 @@ class Runner:
     stitched = [
       jnp.concatenate([_crop(t, grid.keep, (h_axis, w_axis)) for t in row], axis=w_axis) for row in rows
     ]
-    return self._from_backend_layout(jnp.concatenate(stitched, axis=h_axis))
+    out = jnp.concatenate(stitched, axis=h_axis)
+    if grid.crop is not None:
+      out = _crop(out, grid.crop, (h_axis, w_axis))
+    return self._from_backend_layout(out)
 
   # --- public API ------------------------------------------------------------------------------
 
   def decode(self, z: Any, *, check_finite: bool = True, progress: Callable[[int, int], None] | None = None) -> Any:
-    """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, 8H, 8W)``, as diffusers' ``vae.decode(z).sample``.
+    """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, H * s, W * s)``, as diffusers' ``vae.decode(z).sample``.
 
     No latent scaling is applied. ``z`` may be a torch tensor, numpy array or ``jax.Array``; the
     result is of the same kind (a ``jax.Array`` stays on device), in the model's dtype.
     ``progress(done, total)``, if given, is called after each frame step (of each tile) has run.
     """
     array, kind = kinds.to_jax(z, "z")
-    kinds.validate_video(array, "z", channels=self.config.latent_channels, channel_name="latent channels")
+    kinds.validate_video(array, "z", channels=self.adapter.latent_channels, channel_name="latent channels")
     if check_finite:
       kinds.check_finite(array, "z")
     prepared = self._prepare(array)
-    latent_tile = None if self.tiling is None else _TileGrid.for_decode(self.tiling, self.config.spatial_compression)
-    if latent_tile is not None and latent_tile.splits(*array.shape[3:]):
-      out = self._run_tiled("decode", prepared, LATENT_FRAMES_PER_STEP, latent_tile, progress)
-    else:
-      out = self._run("decode", prepared, LATENT_FRAMES_PER_STEP, progress)
-    return self._result(out, array.shape[0], kind)
+    grid = self.tile_grid(DECODE, *array.shape[3:])
+    out = self._run(DECODE, prepared, progress) if grid is None else self._run_tiled(DECODE, prepared, grid, progress)
+    return self._result(self.adapter.after_decode(out), array.shape[0], kind)
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
-    """Video ``(B, 3, F, H, W)`` in [-1, 1] -> latents ``(B, C, T, H/8, W/8)``.
+    """Video ``(B, 3, F, H, W)`` in [-1, 1] -> latents ``(B, C, T, H / s, W / s)``.
 
     Without ``key``: the posterior mean (diffusers ``latent_dist.mode()``). With a JAX PRNG ``key``:
     a sample ``mean + std * N(0, 1)`` drawn with that key (diffusers' ``latent_dist.sample()``).
     """
     array, kind = kinds.to_jax(x, "x")
-    kinds.validate_video(array, "x", channels=self.config.in_channels, channel_name="image channels")
+    kinds.validate_video(array, "x", channels=self.adapter.sample_channels, channel_name="image channels")
+    self.adapter.check_sample(array, "x")
     if check_finite:
       kinds.check_finite(array, "x")
-    prepared = self._prepare(array)
-    sample_tile = None if self.tiling is None else _TileGrid.for_encode(self.tiling, self.config.spatial_compression)
-    if sample_tile is not None and sample_tile.splits(*array.shape[3:]):
-      moments = self._run_tiled("encode", prepared, SAMPLE_FRAMES_PER_STEP, sample_tile)
-    else:
-      moments = self._run("encode", prepared, SAMPLE_FRAMES_PER_STEP)
+    grid = self.tile_grid(ENCODE, *array.shape[3:])  # decided on the caller's sizes, as diffusers does
+    prepared = self._prepare(self.adapter.before_encode(array))
+    moments = self._run(ENCODE, prepared) if grid is None else self._run_tiled(ENCODE, prepared, grid)
     if moments.shape[0] != array.shape[0]:  # cut before sampling: a key's noise must not see the batch padding
       moments = moments[: array.shape[0]]
-    latents = _posterior(moments, key)
-    return kinds.from_jax(latents, kind)
+    return kinds.from_jax(self.adapter.posterior(moments, key), kind)
 
 
 def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:
@@ -481,26 +398,3 @@ def _blend(before: jax.Array, after: jax.Array, extent: int, axis: int) -> jax.A
 def _crop(tile: jax.Array, keep: tuple[int, int], axes: tuple[int, int]) -> jax.Array:
   tile = jax.lax.slice_in_dim(tile, 0, min(keep[0], tile.shape[axes[0]]), axis=axes[0])
   return jax.lax.slice_in_dim(tile, 0, min(keep[1], tile.shape[axes[1]]), axis=axes[1])
-
-
-@jax.jit
-def _posterior_mode(moments: jax.Array) -> jax.Array:
-  mean, _ = jnp.split(moments, 2, axis=1)
-  return mean
-
-
-@jax.jit
-def _posterior_sample(moments: jax.Array, key: jax.Array) -> jax.Array:
-  # diffusers DiagonalGaussianDistribution: logvar clamped to [-30, 20], std = exp(logvar / 2).
-  mean, logvar = jnp.split(moments, 2, axis=1)
-  std = jnp.exp(0.5 * jnp.clip(logvar, -30.0, 20.0))
-  noise = jax.random.normal(key, mean.shape, dtype=jnp.float32).astype(mean.dtype)
-  return mean + std * noise
-
-
-def _posterior(moments: jax.Array, key: jax.Array | None) -> jax.Array:
-  if key is None:
-    return _posterior_mode(moments)
-  if not isinstance(key, jax.Array | np.ndarray):
-    raise TypeError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__}")
-  return _posterior_sample(moments, key)

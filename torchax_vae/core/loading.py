@@ -1,17 +1,19 @@
-"""What both paths' ``load()`` share: arguments checked, mesh, compile cache, checkpoint, runner."""
+"""What both paths' ``load()`` share: arguments checked, mesh, compile cache, checkpoint, adapter, runner."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jax.sharding import Mesh
 
 from . import mesh as mesh_lib
-from .checkpoint import Checkpoint, load_checkpoint
+from . import models
+from .checkpoint import Checkpoint, read_config, read_weights, resolve_checkpoint_dir, weight_files
 from .compile_cache import enable_compilation_cache, executable_dir
 from .driver import DTYPES, Runner, StepFunctions
+from .errors import UnsupportedModelError
 
 # (checkpoint, dtype, mesh) -> (step functions, placed weights, attributes to set on the runner)
 BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any, dict[str, Any]]]
@@ -19,7 +21,7 @@ BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any
 
 def load_runner(
   name: str,
-  build: BuildBackend,
+  builders: Mapping[str, BuildBackend],
   pretrained_model_name_or_path: str | os.PathLike,
   *,
   subfolder: str | None,
@@ -28,16 +30,29 @@ def load_runner(
   cache_dir: str | os.PathLike | bool | None,
   revision: str | None,
 ) -> Runner:
-  """Checks the arguments before any work, reads the checkpoint, lets the path build its steps."""
+  """Checks the arguments before any work, reads the checkpoint, lets the path build its steps.
+
+  ``builders``: the path's backend builder per diffusers class name (its supported models); a
+  checkpoint of another class is refused with :class:`UnsupportedModelError` naming them, from its
+  ``config.json`` alone (before any weights are read).
+  """
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   mesh = mesh_lib.make_mesh(mesh)
   cache = enable_compilation_cache(cache_dir)
-  checkpoint = load_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  config = read_config(directory)
+  adapter = models.adapter_for(config)
+  build = builders.get(adapter.class_name)
+  if build is None:
+    raise UnsupportedModelError(
+      f"{directory}: the {name} path has no {adapter.class_name} yet; it runs "
+      f"{models.supported(list(builders))}"
+      + (" (torchax_vae.load runs every supported VAE)" if name != "torchax" else "")
+    )
+  checkpoint = Checkpoint(config=config, weights=read_weights(weight_files(directory)), directory=directory)
   steps, params, extras = build(checkpoint, dtype, mesh)
-  runner = Runner(
-    steps, params, checkpoint.config, mesh=mesh, dtype=dtype, name=name, executable_dir=executable_dir(cache)
-  )
+  runner = Runner(steps, params, adapter, mesh=mesh, dtype=dtype, name=name, executable_dir=executable_dir(cache))
   for attribute, value in extras.items():
     setattr(runner, attribute, value)
   return runner

@@ -1,0 +1,11 @@
+"""Errors shared by the loader and the model adapters (torch-free)."""
+
+from __future__ import annotations
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used: missing files, corrupt weights, wrong keys or shapes."""
+
+
+class UnsupportedModelError(CheckpointError):
+  """A checkpoint of a VAE class this path has no adapter (or no port) for; the message lists the supported ones."""

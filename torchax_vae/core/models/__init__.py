@@ -1,0 +1,80 @@
+"""The diffusers video VAEs the driver runs: one adapter per class, picked by ``config.json``'s ``_class_name``.
+
+    adapter = adapter_for(config)          # e.g. Wan(WanVAEConfig(...))
+    adapter.decode_plan(21)                # [FrameStep(0, 1, "first"), FrameStep(1, 2, "steady"), …]
+
+A new diffusers video VAE is one module here (its config, plans, tiling rule, latent scaling; see
+:mod:`.base`) plus its torchax step builder in ``torchax_vae.models``; the driver does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import UnsupportedModelError
+from .base import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
+from .cogvideox import CogVideoX, CogVideoXVAEConfig
+from .wan import Wan, WanVAEConfig
+
+# diffusers class name -> adapter, in the order messages list them.
+ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan)}
+_BY_CONFIG: dict[type, type[VideoVAE]] = {cls.config_class: cls for cls in ADAPTERS.values()}
+
+
+def supported(names: list[str] | None = None) -> str:
+  """``"AutoencoderKLCogVideoX, AutoencoderKLWan"``: for messages."""
+  return ", ".join(names if names is not None else ADAPTERS)
+
+
+def adapter_class(class_name: str, source: str = "config") -> type[VideoVAE]:
+  """The adapter of a diffusers class; :class:`UnsupportedModelError` listing the supported ones."""
+  try:
+    return ADAPTERS[class_name]
+  except KeyError:
+    raise UnsupportedModelError(
+      f"{source}: _class_name={class_name!r} is not a supported video VAE; supported: {supported()}"
+    ) from None
+
+
+def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Any:
+  """The frozen config of a ``config.json`` dict, of the class its ``_class_name`` names.
+
+  A dict without ``_class_name`` (written by hand; diffusers always writes it) is taken as the
+  supported class whose config takes most of its keys, the first of :data:`ADAPTERS` on a tie
+  (``AutoencoderKLCogVideoX``, which this package read such dicts as before it had other models).
+  """
+  class_name = raw.get("_class_name")
+  if class_name is None:
+    keys = {k for k in raw if not k.startswith("_")}
+    taken = {name: len(keys & set(cls.config_class.__dataclass_fields__)) for name, cls in ADAPTERS.items()}
+    class_name = max(taken, key=taken.get)  # max keeps the first of equal counts
+  return adapter_class(class_name, source).config_from_dict(raw, source)
+
+
+def adapter_for(config: Any) -> VideoVAE:
+  """The adapter instance for a config (one of the config classes here)."""
+  try:
+    return _BY_CONFIG[type(config)](config)
+  except KeyError:
+    raise TypeError(f"expected the config of a supported VAE ({supported()}), got {type(config).__name__}") from None
+
+
+__all__ = [
+  "ADAPTERS",
+  "DECODE",
+  "ENCODE",
+  "FIRST",
+  "STEADY",
+  "CogVideoX",
+  "CogVideoXVAEConfig",
+  "FrameStep",
+  "TilingSettings",
+  "VideoVAE",
+  "Wan",
+  "WanVAEConfig",
+  "adapter_class",
+  "adapter_for",
+  "config_from_dict",
+  "supported",
+]

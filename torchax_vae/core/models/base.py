@@ -1,0 +1,215 @@
+"""What a model adapter declares: everything about a diffusers video VAE the driver needs and does not know.
+
+The driver (``core.driver``) validates, places, walks frame steps and tiles, and hands results back;
+it names no model. An adapter says, for one diffusers class:
+
+* its frozen config dataclass (``config.json`` keys, diffusers' defaults) and the channel counts,
+  spatial and temporal compression that follow from it;
+* its frame plans: which frames each step of a decode/encode takes, and which program it runs
+  (``"first"``: no cache in; ``"steady"``: the cache the previous step returned);
+* what is done to a video before encoding and after decoding (Wan 2.2: patchify/unpatchify; Wan:
+  clamp to [-1, 1]), and extra checks on an input video;
+* its tiling rule (settings of ``enable_tiling`` -> :class:`~torchax_vae.core.tiling.TileGrid`);
+* its posterior (diffusers' ``DiagonalGaussianDistribution`` unless it says otherwise);
+* how its pipelines turn their ``output_type="latent"`` output into the VAE's input.
+
+Everything here is torch-free and jit-free: the step functions themselves come from a backend
+(``torchax_vae.models.<name>`` for the unmodified diffusers module, ``native_flax`` for the ports).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import CheckpointError
+from ..tiling import TileGrid
+
+FIRST, STEADY = "first", "steady"
+DECODE, ENCODE = "decode", "encode"
+
+
+class FrameStep(NamedTuple):
+  """One step of a frame plan: frames ``[start, end)`` of the input, through program ``label``."""
+
+  start: int
+  end: int
+  label: str  # FIRST (cache None in) or STEADY (the previous step's cache in)
+
+
+def plan_from_ranges(ranges: list[tuple[int, int]]) -> list[FrameStep]:
+  """``[(start, end), …]`` -> frame steps, the first through the first-step program, the rest steady."""
+  return [FrameStep(start, end, FIRST if i == 0 else STEADY) for i, (start, end) in enumerate(ranges)]
+
+
+def config_from_dict(cls: type, class_name: str, raw: Mapping[str, Any], source: str) -> Any:
+  """A frozen config dataclass from a ``config.json`` dict.
+
+  ``_``-prefixed keys are diffusers metadata; ``_class_name``, when present, must be ``class_name``.
+  Lists become tuples (frozen, hashable); keys the class does not take are ignored with a warning.
+  """
+  found = raw.get("_class_name", class_name)
+  if found != class_name:
+    raise CheckpointError(f"{source}: expected a {class_name} config, got _class_name={found!r}")
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(k for k in raw if not k.startswith("_") and k not in fields)
+  if unknown:
+    warnings.warn(f"{source}: ignoring config keys {class_name} does not take: {unknown}", stacklevel=4)
+  values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in fields}
+  try:
+    return cls(**values)
+  except TypeError as err:
+    raise CheckpointError(f"{source}: not a valid {class_name} config: {err}") from err
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+  """The diffusers ``config.json`` form (lists for tuples): the class's constructor arguments."""
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class TilingSettings:
+  """Base of a model's ``enable_tiling`` arguments; subclasses list them as fields, in diffusers' order."""
+
+  def updated(self, *args: Any, **kwargs: Any) -> TilingSettings:
+    """``enable_tiling(*args, **kwargs)`` on top of these settings: ``None`` (or absent) keeps a value."""
+    names = [f.name for f in dataclasses.fields(self)]
+    if len(args) > len(names):
+      raise TypeError(f"enable_tiling takes at most {len(names)} positional arguments ({', '.join(names)})")
+    given = dict(zip(names, args))
+    for name, value in kwargs.items():
+      if name not in names:
+        raise TypeError(f"enable_tiling: unexpected argument {name!r}; expected some of {names}")
+      if name in given:
+        raise TypeError(f"enable_tiling: {name!r} given twice")
+      given[name] = value
+    # diffusers: `value or current` — a falsy value (None, 0) keeps the current one.
+    return dataclasses.replace(self, **{k: v for k, v in given.items() if v})
+
+
+class VideoVAE:
+  """A diffusers video VAE class as the driver sees it. One subclass per class, one instance per config."""
+
+  name: ClassVar[str]  # short name: "cogvideox", "wan"
+  class_name: ClassVar[str]  # the diffusers class: "AutoencoderKLCogVideoX"
+  # Frozen dataclass of its config.json, with from_dict(raw, source), validate(source), to_dict().
+  config_class: ClassVar[type]
+  tiling_class: ClassVar[type[TilingSettings]]
+  # The layout of what its pipelines return with output_type="latent" ("BTCHW" or "BCTHW").
+  pipeline_layout: ClassVar[str]
+  # Whether its pipelines scale latents by the config's scaling_factor (which a caller may override).
+  scales_by_factor: ClassVar[bool] = False
+
+  def __init__(self, config: Any):
+    if not isinstance(config, self.config_class):
+      raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__}, got {type(config).__name__}")
+    self.config = config
+
+  def __repr__(self) -> str:
+    return f"{type(self).__name__}({self.class_name})"
+
+  @classmethod
+  def config_from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> Any:
+    """The frozen config (checked: its ``validate``) of a ``config.json`` dict of this class."""
+    return cls.config_class.from_dict(raw, source)
+
+  # --- channels and compression ------------------------------------------------------------------
+
+  @property
+  def latent_channels(self) -> int:
+    raise NotImplementedError
+
+  @property
+  def sample_channels(self) -> int:
+    """Channels of the video a user encodes and gets from decode (3)."""
+    raise NotImplementedError
+
+  @property
+  def spatial_compression(self) -> int:
+    """Sample pixels per latent pixel along H and W (as the model's tiling counts them)."""
+    raise NotImplementedError
+
+  # --- frame plans ---------------------------------------------------------------------------------
+
+  def decode_plan(self, num_latent_frames: int) -> list[FrameStep]:
+    raise NotImplementedError
+
+  def encode_plan(self, num_frames: int) -> list[FrameStep]:
+    raise NotImplementedError
+
+  def plan(self, kind: str, num_frames: int) -> list[FrameStep]:
+    if kind not in (DECODE, ENCODE):
+      raise ValueError(f"kind: expected {DECODE!r} or {ENCODE!r}, got {kind!r}")
+    return self.decode_plan(num_frames) if kind == DECODE else self.encode_plan(num_frames)
+
+  def decoded_num_frames(self, num_latent_frames: int) -> int:
+    """Frames a decode of ``num_latent_frames`` returns."""
+    raise NotImplementedError
+
+  # --- before encode / after decode (driver layout: (B, C, T, H, W), jax arrays) -------------------
+
+  def check_sample(self, x: jax.Array, name: str) -> None:
+    """Checks beyond rank, channels and dtype on a video to encode (default: none)."""
+
+  def before_encode(self, x: jax.Array) -> jax.Array:
+    """The video as the encoder's first step takes it (default: as it is)."""
+    return x
+
+  def after_decode(self, video: jax.Array) -> jax.Array:
+    """The decoder's stitched output as ``decode`` returns it (default: as it is)."""
+    return video
+
+  def posterior(self, moments: jax.Array, key: jax.Array | None) -> jax.Array:
+    """diffusers' ``DiagonalGaussianDistribution`` on ``mean ‖ logvar`` (channels): mode, or a keyed sample."""
+    if key is None:
+      return _posterior_mode(moments)
+    if not isinstance(key, jax.Array | np.ndarray):
+      raise TypeError(f"key: expected a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__}")
+    return _posterior_sample(moments, key)
+
+  # --- tiling ----------------------------------------------------------------------------------------
+
+  def default_tiling(self) -> TilingSettings:
+    raise NotImplementedError
+
+  def tile_grid(self, tiling: TilingSettings, kind: str, height: int, width: int) -> TileGrid | None:
+    """The tiles of a ``kind`` walk over an input of ``(height, width)`` (as the caller gave it), or
+    ``None`` when the model decodes/encodes that input whole."""
+    raise NotImplementedError
+
+  # --- pipelines -------------------------------------------------------------------------------------
+
+  def latents_for_decode(
+    self, latents: jax.Array, vae_dtype: Any = None, scaling_factor: float | None = None
+  ) -> jax.Array:
+    """What the model's pipelines do to their latents (``(B, C, T, H, W)``) before ``vae.decode``.
+
+    ``vae_dtype``: the VAE's dtype (pipelines that cast the latents to it first do so here);
+    ``scaling_factor`` overrides the config's, for models whose pipelines scale by one (CogVideoX).
+    """
+    raise NotImplementedError
+
+  def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
+    """How :meth:`latents_for_decode` scales, in a few words (for messages)."""
+    raise NotImplementedError
+
+
+@jax.jit
+def _posterior_mode(moments: jax.Array) -> jax.Array:
+  mean, _ = jnp.split(moments, 2, axis=1)
+  return mean
+
+
+@jax.jit
+def _posterior_sample(moments: jax.Array, key: jax.Array) -> jax.Array:
+  # diffusers DiagonalGaussianDistribution: logvar clamped to [-30, 20], std = exp(logvar / 2).
+  mean, logvar = jnp.split(moments, 2, axis=1)
+  std = jnp.exp(0.5 * jnp.clip(logvar, -30.0, 20.0))
+  noise = jax.random.normal(key, mean.shape, dtype=jnp.float32).astype(mean.dtype)
+  return mean + std * noise
