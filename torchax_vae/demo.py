@@ -1,6 +1,7 @@
-"""Decode random latents with a random-initialised real-config CogVideoX VAE: torch vs torchax.
+"""Decode random latents with a random-initialised released VAE config: torch vs torchax.
 
     python -m torchax_vae.demo --latent 1,16,2,8,8
+    python -m torchax_vae.demo --model wan2.1 --latent 1,16,3,8,8     # wan2.2: 1,48,3,4,4
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import numpy as np
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--latent", default="1,16,2,8,8", help="B,C,T,H,W (default: %(default)s)")
-  parser.add_argument("--config", default="2b", choices=["2b", "5b", "1.5"])
+  parser.add_argument(
+    "--model", default="cogvideox-2b", help="a compare.checkpoints preset: cogvideox-2b (default), cogvideox-5b, "
+    "cogvideox-1.5, wan2.1, wan2.2"
+  )
   parser.add_argument("--repeats", type=int, default=2)
   args = parser.parse_args(argv)
   shape = tuple(int(s) for s in args.latent.split(","))
 
+  import diffusers
   import torch
-  from diffusers import AutoencoderKLCogVideoX
 
   import torchax_vae
-  from compare.checkpoints import REAL_CONFIGS, cached_random_checkpoint
+  from compare.checkpoints import PRESETS, preset_checkpoint
 
-  directory = cached_random_checkpoint(REAL_CONFIGS[args.config])
+  if args.model not in PRESETS:
+    parser.error(f"--model {args.model!r}: expected one of {', '.join(PRESETS)}")
+  directory = preset_checkpoint(args.model)
   z = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
 
   t0 = time.perf_counter()
@@ -41,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     times.append(time.perf_counter() - t0)
   print(f"torchax decode {shape} -> {out.shape}: median {np.median(times):.2f} s over {len(times)}")
 
-  model = AutoencoderKLCogVideoX.from_pretrained(directory).eval()
+  model = getattr(diffusers, vae.adapter.class_name).from_pretrained(directory).eval()
   times = []
   with torch.no_grad():
     for _ in range(args.repeats):

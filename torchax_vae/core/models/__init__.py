@@ -9,6 +9,7 @@ A new diffusers video VAE is one module here (its config, plans, tiling rule, la
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,7 +48,7 @@ def config_from_dict(raw: Mapping[str, Any], source: str = "config") -> Any:
   class_name = raw.get("_class_name")
   if class_name is None:
     keys = {k for k in raw if not k.startswith("_")}
-    taken = {name: len(keys & set(cls.config_class.__dataclass_fields__)) for name, cls in ADAPTERS.items()}
+    taken = {name: len(keys & {f.name for f in dataclasses.fields(cls.config_class)}) for name, cls in ADAPTERS.items()}
     class_name = max(taken, key=taken.get)  # max keeps the first of equal counts
   return adapter_class(class_name, source).config_from_dict(raw, source)
 

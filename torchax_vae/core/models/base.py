@@ -73,6 +73,30 @@ def config_to_dict(config: Any) -> dict[str, Any]:
   return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
+class DiffusersConfig:
+  """Base of the frozen config dataclasses: a diffusers class's ``config.json``, read and written.
+
+  A subclass is a frozen dataclass whose fields are the class's constructor arguments (diffusers'
+  defaults), sets ``class_name`` and checks what diffusers could not build in ``validate``.
+  """
+
+  class_name: ClassVar[str]
+
+  @classmethod
+  def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> Any:
+    """Builds the config from a ``config.json`` dict; ``_``-prefixed keys are diffusers metadata."""
+    config = config_from_dict(cls, cls.class_name, raw, source)
+    config.validate(source)
+    return config
+
+  def to_dict(self) -> dict[str, Any]:
+    """The diffusers ``config.json`` form (lists for tuples): ``DiffusersClass(**config.to_dict())``."""
+    return config_to_dict(self)
+
+  def validate(self, source: str = "config") -> None:
+    """Raises :class:`CheckpointError` for a config diffusers could not build (default: no check)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TilingSettings:
   """Base of a model's ``enable_tiling`` arguments; subclasses list them as fields, in diffusers' order."""

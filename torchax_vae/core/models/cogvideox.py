@@ -16,15 +16,14 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
 
 from ..errors import CheckpointError
 from ..tiling import TileGrid
-from .base import DECODE, FrameStep, TilingSettings, VideoVAE, config_from_dict, config_to_dict, plan_from_ranges
+from .base import DECODE, DiffusersConfig, FrameStep, TilingSettings, VideoVAE, plan_from_ranges
 
 CLASS_NAME = "AutoencoderKLCogVideoX"
 # diffusers AutoencoderKLCogVideoX.num_latent_frames_batch_size / num_sample_frames_batch_size
@@ -33,8 +32,10 @@ SAMPLE_FRAMES_PER_STEP = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class CogVideoXVAEConfig:
+class CogVideoXVAEConfig(DiffusersConfig):
   """The ``config.json`` of diffusers' ``AutoencoderKLCogVideoX``; defaults are diffusers' (CogVideoX-2b)."""
+
+  class_name: ClassVar[str] = CLASS_NAME
 
   in_channels: int = 3
   out_channels: int = 3
@@ -57,17 +58,6 @@ class CogVideoXVAEConfig:
   use_quant_conv: bool = False
   use_post_quant_conv: bool = False
   invert_scale_latents: bool = False
-
-  @classmethod
-  def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> CogVideoXVAEConfig:
-    """Builds the config from a ``config.json`` dict; ``_``-prefixed keys are diffusers metadata."""
-    config = config_from_dict(cls, CLASS_NAME, raw, source)
-    config.validate(source)
-    return config
-
-  def to_dict(self) -> dict[str, Any]:
-    """The diffusers ``config.json`` form (lists for tuples), e.g. for ``AutoencoderKLCogVideoX(**d)``."""
-    return config_to_dict(self)
 
   def validate(self, source: str = "config") -> None:
     n = len(self.block_out_channels)

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ import numpy as np
 
 from ..errors import CheckpointError
 from ..tiling import TileGrid
-from .base import DECODE, FrameStep, TilingSettings, VideoVAE, config_from_dict, config_to_dict, plan_from_ranges
+from .base import DECODE, DiffusersConfig, FrameStep, TilingSettings, VideoVAE, plan_from_ranges
 
 CLASS_NAME = "AutoencoderKLWan"
 SAMPLE_FRAMES_PER_STEP = 4  # diffusers' _encode: x[:, :, 1 + 4 * (i - 1) : 1 + 4 * i]
@@ -49,8 +48,10 @@ WAN21_LATENTS_STD = (
 
 
 @dataclasses.dataclass(frozen=True)
-class WanVAEConfig:
+class WanVAEConfig(DiffusersConfig):
   """The ``config.json`` of diffusers' ``AutoencoderKLWan``; defaults are diffusers' (the Wan 2.1 VAE)."""
+
+  class_name: ClassVar[str] = CLASS_NAME
 
   base_dim: int = 96
   decoder_base_dim: int | None = None
@@ -68,17 +69,6 @@ class WanVAEConfig:
   patch_size: int | None = None
   scale_factor_temporal: int | None = 4
   scale_factor_spatial: int | None = 8
-
-  @classmethod
-  def from_dict(cls, raw: Mapping[str, Any], source: str = "config") -> WanVAEConfig:
-    """Builds the config from a ``config.json`` dict; ``_``-prefixed keys are diffusers metadata."""
-    config = config_from_dict(cls, CLASS_NAME, raw, source)
-    config.validate(source)
-    return config
-
-  def to_dict(self) -> dict[str, Any]:
-    """The diffusers ``config.json`` form (lists for tuples), e.g. for ``AutoencoderKLWan(**d)``."""
-    return config_to_dict(self)
 
   def validate(self, source: str = "config") -> None:
     """Raises :class:`CheckpointError` for a config diffusers could not build or decode with."""
