@@ -585,6 +585,11 @@ def table_cells(r: dict) -> list[str]:
   ]
 
 
+def failed_measurements(results: list[dict]) -> list[dict]:
+  """The rows that failed: an error, other than a path that has no port of the model (``unavailable``)."""
+  return [r for r in results if r["error"] and not r.get("unavailable")]
+
+
 def markdown_table(results: list[dict]) -> str:
   rows = [TABLE_COLUMNS, ["---"] * len(TABLE_COLUMNS)] + [table_cells(r) for r in results]
   return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
@@ -676,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
   for r in results:
     if r.get("unavailable"):
       progress(f"{r['path']}: not available for {plan.model_class}: {r['error'].splitlines()[0]}")
-  failed = [r for r in results if r["error"] and not r.get("unavailable")]
+  failed = failed_measurements(results)
   progress(f"done in {time.perf_counter() - started:.0f} s: {plan.out / 'results.json'}")
   if failed:
     logs = plan.out / "logs"

@@ -1,17 +1,20 @@
-"""The porting reference for the CogVideoX VAE: diffusers <-> native_flax, generated from the code.
+"""The porting reference for the VAEs: diffusers <-> native_flax, generated from the code.
 
     python -m compare.reference            # live run (tiny configs, fp32, CPU), writes docs/port_reference.md
     python -m compare.reference --check    # exit 1 if the committed doc's mapping is stale (no live run)
 
-The document has four parts, in this order:
+The document has these parts, in this order:
 
-1. every diffusers module class of the VAE with its ``file:line`` (relative to site-packages), its NNX
-   counterpart's ``file:line`` and the fp32 max abs error of that class against diffusers, measured
-   live on a tiny configuration with random weights copied through ``native_flax.convert``; plus the
-   whole-model decode error on ``compare.checkpoints.TINY``;
-2. the layout-rule table (``convert.describe_rules()``);
-3. notes on the translations that are not line-for-line, with the lines they refer to;
-4. every weight key of the real CogVideoX-2b config (``convert.key_mapping``; no weights needed).
+1. every diffusers module class of the CogVideoX VAE with its ``file:line`` (relative to
+   site-packages), its NNX counterpart's ``file:line`` and the fp32 max abs error of that class
+   against diffusers, measured live on a tiny configuration with random weights copied through
+   ``native_flax.convert``; plus the whole-model decode error on ``compare.checkpoints.TINY``;
+2. the layout-rule table (``convert.describe_rules()``), shared by both ports;
+3. notes on the CogVideoX translations that are not line-for-line, with the lines they refer to;
+4. every weight key of the real CogVideoX-2b config (``convert.key_mapping``; no weights needed);
+5. to 8. the same for the Wan VAE (``AutoencoderKLWan``): its classes and errors (the whole model on
+   ``TINY_WAN_2_1`` and ``TINY_WAN_2_2``), its translation notes, and every weight key of the real
+   Wan 2.1 and Wan 2.2 (TI2V-5B) configs.
 
 Everything but the measured numbers is deterministic: :func:`render` with ``errors=None`` produces the
 document with every measured cell set to :data:`NOT_MEASURED`, and :func:`mask_errors` turns a
@@ -110,6 +113,39 @@ def nnx_classes() -> dict[str, type]:
   return {name: getattr(nf, name) for name in CLASSES}
 
 
+# The diffusers module classes of the Wan VAE, smallest to largest (same names in the port).
+WAN_CLASSES = (
+  "AvgDown3D",
+  "DupUp3D",
+  "WanCausalConv3d",
+  "WanRMS_norm",
+  "WanUpsample",
+  "WanResample",
+  "WanResidualBlock",
+  "WanAttentionBlock",
+  "WanMidBlock",
+  "WanResidualDownBlock",
+  "WanEncoder3d",
+  "WanResidualUpBlock",
+  "WanUpBlock",
+  "WanDecoder3d",
+  "AutoencoderKLWan",
+)
+WAN_WHOLE_MODELS = {"2.1": "whole-model decode (Wan 2.1)", "2.2": "whole-model decode (Wan 2.2)"}
+
+
+def wan_torch_classes() -> dict[str, type]:
+  from diffusers.models.autoencoders import autoencoder_kl_wan as dm
+
+  return {name: getattr(dm, name) for name in WAN_CLASSES}
+
+
+def wan_nnx_classes() -> dict[str, type]:
+  from native_flax import autoencoder_kl_wan as nf
+
+  return {name: getattr(nf, name) for name in WAN_CLASSES}
+
+
 # ----------------------------------------------------------------------------------------------
 # Live measurement: each class against diffusers on the same (random) weights
 # ----------------------------------------------------------------------------------------------
@@ -125,13 +161,14 @@ def _randn(*shape: int, seed: int = 0):
 
 
 def _perturb(module, seed: int):
-  """Default init plus noise on 1-D parameters (norm scale/bias, conv biases): nothing is trivially 0 or 1."""
+  """Default init plus noise on 1-D parameters (norm scale/bias, conv biases) and Wan's RMS-norm ``gamma``
+  (all ones at init): nothing is trivially 0 or 1."""
   import torch
 
   gen = torch.Generator().manual_seed(seed + 1000)
   with torch.no_grad():
-    for _, p in sorted(module.named_parameters()):
-      if p.ndim == 1:
+    for name, p in sorted(module.named_parameters()):
+      if p.ndim == 1 or name.endswith("gamma"):
         p.add_(0.1 * torch.randn(p.shape, generator=gen))
   return module.eval()
 
@@ -385,18 +422,231 @@ WHOLE_MODEL_CASE = Case(
 )
 
 
+# --- Wan ---------------------------------------------------------------------------------------
+
+
+def _wan_walk(ref, ours, chunks, first_chunk: bool = False) -> float:
+  """Chunks through diffusers (one ``feat_cache`` list, a fresh ``feat_idx`` each, as ``_decode``) and
+  the port (its returned cache); the worst output error over the walk."""
+  import torch
+
+  feat_cache, cache, worst = [None] * 64, None, 0.0
+  for i, chunk in enumerate(chunks):
+    kw = {"first_chunk": i == 0} if first_chunk else {}
+    with torch.no_grad():
+      r = ref(_pt(chunk), feat_cache=feat_cache, feat_idx=[0], **kw)
+    if cache is None:
+      o, cache = _run(ours, _cl(chunk), method=lambda m, x: m(x, None, **kw))
+    else:
+      o, cache = _run(ours, _cl(chunk), cache, method=lambda m, x, c: m(x, c, **kw))
+    worst = max(worst, _err(o, r))
+  return worst
+
+
+def _wan_plain(t, n, *inputs) -> float:
+  """A parameter-free module (no rngs) on the same inputs."""
+  import torch
+
+  with torch.no_grad():
+    r = t(*map(_pt, inputs))
+  return _err(_run(n, *map(_cl, inputs)), r)
+
+
+def _wan_avg_down(t, n) -> float:
+  return max(_wan_plain(t(4, 8, 2, 2), n(4, 8, 2, 2), _randn(2, 4, frames, 6, 8, seed=frames)) for frames in (4, 5))
+
+
+def _wan_dup_up(t, n) -> float:
+  import torch
+
+  ref, ours, x = t(8, 4, 2, 2), n(8, 4, 2, 2), _randn(2, 8, 2, 3, 4, seed=1)
+  worst = 0.0
+  for first in (False, True):
+    with torch.no_grad():
+      r = ref(_pt(x), first_chunk=first)
+    worst = max(worst, _err(_run(ours, _cl(x), method=lambda m, a: m(a, first)), r))
+  return worst
+
+
+def _wan_causal_conv(t, n) -> float:
+  import torch
+
+  ref, ours = _build(t, n, 4, 6, 3, padding=1)
+  x, worst = _randn(2, 4, 3, 5, 7, seed=1), 0.0
+  for frames in (0, 1, 2):
+    cache = _randn(2, 4, frames, 5, 7, seed=2) if frames else None
+    with torch.no_grad():
+      r = ref(_pt(x), None if cache is None else _pt(cache))
+    o = _run(ours, _cl(x), method=lambda m, a: m(a, None if cache is None else _cl(cache)))
+    worst = max(worst, _err(o, r))
+  return worst
+
+
+def _wan_rms_norm(t, n) -> float:
+  worst = 0.0
+  for images, x in ((False, _randn(2, 6, 3, 5, 7, seed=1) * 3), (True, _randn(2, 6, 5, 7, seed=2) * 3)):
+    ref, ours = _build(t, lambda dim, images, rngs: n(dim, images=images), 6, images=images)
+    worst = max(worst, _one(ref, ours, x))
+  return worst
+
+
+def _wan_upsample(t, n) -> float:
+  return _wan_plain(t(scale_factor=(2.0, 2.0), mode="nearest-exact"), n(), _randn(2, 4, 5, 7, seed=1))
+
+
+def _wan_resample(t, n) -> float:
+  worst = 0.0
+  for mode in ("upsample2d", "upsample3d", "downsample2d", "downsample3d"):
+    ref, ours = _build(t, n, 4, mode)
+    frames = (1, 1, 2) if mode.startswith("up") else (1, 4, 4)
+    worst = max(worst, _wan_walk(ref, ours, [_randn(2, 4, f, 6, 7, seed=f + i) for i, f in enumerate(frames)]))
+  return worst
+
+
+def _wan_residual_block(t, n) -> float:
+  ref, ours = _build(t, n, 4, 6)
+  return _wan_walk(ref, ours, [_randn(2, 4, f, 5, 6, seed=f) for f in (1, 4, 4)])
+
+
+def _wan_attention(t, n) -> float:
+  ref, ours = _build(t, n, 8)
+  return _one(ref, ours, _randn(2, 8, 2, 5, 6, seed=1))
+
+
+def _wan_mid_block(t, n) -> float:
+  ref, ours = _build(t, n, 8)
+  return _wan_walk(ref, ours, [_randn(1, 8, 1, 4, 5, seed=i) for i in range(3)])
+
+
+def _wan_residual_down_block(t, n) -> float:
+  ref, ours = _build(t, n, 4, 8, 0.0, 2, temperal_downsample=True, down_flag=True)
+  return _wan_walk(ref, ours, [_randn(2, 4, f, 6, 8, seed=f) for f in (1, 4, 4)])
+
+
+def _wan_residual_up_block(t, n) -> float:
+  ref, ours = _build(t, n, 8, 4, 1, temperal_upsample=True, up_flag=True)
+  return _wan_walk(ref, ours, [_randn(2, 8, 1, 3, 4, seed=i) for i in range(3)], first_chunk=True)
+
+
+def _wan_up_block(t, n) -> float:
+  ref, ours = _build(t, n, 8, 4, 1, upsample_mode="upsample3d")
+  return _wan_walk(ref, ours, [_randn(2, 8, 1, 3, 4, seed=i) for i in range(3)], first_chunk=True)
+
+
+WAN_CODER = dict(dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+
+
+def _wan_encoder(t, n) -> float:
+  import numpy as np
+
+  worst = 0.0
+  for residual in (False, True):
+    ref, ours = _build(t, n, in_channels=3, temperal_downsample=[False, True, True], is_residual=residual, **WAN_CODER)
+    worst = max(worst, _wan_walk(ref, ours, [np.tanh(_randn(1, 3, f, 16, 24, seed=f)) for f in (1, 4, 4)]))
+  return worst
+
+
+def _wan_decoder(t, n) -> float:
+  worst = 0.0
+  for residual in (False, True):
+    ref, ours = _build(t, n, temperal_upsample=[True, True, False], is_residual=residual, **WAN_CODER)
+    chunks = [_randn(1, 4, 1, 2, 3, seed=i) for i in range(3)]
+    worst = max(worst, _wan_walk(ref, ours, chunks, first_chunk=True))
+  return worst
+
+
+def _wan_tiny_pair(variant: str, seed: int = 0):
+  import torch
+  from diffusers import AutoencoderKLWan
+
+  from compare.checkpoints import TINY_WAN_2_1, TINY_WAN_2_2
+  from native_flax import convert
+  from torchax_vae.core.checkpoint import WanVAEConfig
+
+  raw = dict(TINY_WAN_2_1 if variant == "2.1" else TINY_WAN_2_2)
+  raw.pop("_class_name")
+  torch.manual_seed(seed)
+  ref = _perturb(AutoencoderKLWan(**raw), seed)
+  return ref, convert.load_model(_state(ref), WanVAEConfig.from_dict(raw), source=f"tiny Wan {variant}")
+
+
+def _wan_autoencoder(t, n) -> float:
+  """Both versions: ``decode`` (unpatchify, clamp) and the encoder's moments (patchify), whole loops."""
+  import numpy as np
+  import torch
+
+  worst = 0.0
+  for variant in ("2.1", "2.2"):
+    ref, ours = _wan_tiny_pair(variant, seed=1)
+    scale = 8 if variant == "2.1" else 16
+    z, x = _randn(1, 4, 2, 3, 4, seed=5), np.tanh(_randn(1, 3, 5, 3 * scale, 4 * scale, seed=6))
+    with torch.no_grad():
+      video = ref.decode(_pt(z)).sample
+      moments = ref.encode(_pt(x)).latent_dist.parameters
+    worst = max(worst, _err(_run(ours, _cl(z), method="decode"), video), _err(_run(ours, _cl(x), method="encode"), moments))
+  return worst
+
+
+def _wan_whole_model_decode(variant: str) -> float:
+  import torch
+
+  ref, ours = _wan_tiny_pair(variant)
+  z = _randn(1, 4, 5, 4, 6, seed=5)
+  with torch.no_grad():
+    video = ref.decode(_pt(z)).sample
+  return _err(_run(ours, _cl(z), method="decode"), video)
+
+
+WAN_CASES: dict[str, Case] = {
+  "AvgDown3D": Case("4→8, factor_t 2, factor_s 2; T=4 and T=5 (zero frame in front)", _wan_avg_down),
+  "DupUp3D": Case("8→4, factor_t 2, factor_s 2; first_chunk False and True", _wan_dup_up),
+  "WanCausalConv3d": Case("4→6, k=3, padding 1; cache of 0, 1 and 2 frames", _wan_causal_conv),
+  "WanRMS_norm": Case("6 ch; images=False (B, C, T, H, W) and images=True (N, C, H, W)", _wan_rms_norm),
+  "WanUpsample": Case("scale (2, 2), nearest-exact; (2, 4, 5, 7)", _wan_upsample),
+  "WanResample": Case(
+    "4 ch, all four modes; up: chunks of 1, 1, 2 frames, down: 1, 4, 4 (first chunk, \"Rep\"/1-frame cache, steady)",
+    _wan_resample,
+  ),
+  "WanResidualBlock": Case("4→6 (1×1×1 shortcut); chunks of 1, 4, 4 frames", _wan_residual_block),
+  "WanAttentionBlock": Case("8 ch; (2, 8, 2, 5, 6)", _wan_attention),
+  "WanMidBlock": Case("8 ch, 1 attention; three 1-frame chunks", _wan_mid_block),
+  "WanResidualDownBlock": Case("4→8, 2 resnets, temporal + spatial down; chunks of 1, 4, 4", _wan_residual_down_block),
+  "WanEncoder3d": Case("dim 8, mult (1, 2, 2, 2), 1 res block, 2.1 and 2.2 (residual); F = 1, 4, 4", _wan_encoder),
+  "WanResidualUpBlock": Case("8→4, 1 res block, temporal + spatial up; three 1-frame chunks", _wan_residual_up_block),
+  "WanUpBlock": Case("8→4, 1 res block, upsample3d; three 1-frame chunks", _wan_up_block),
+  "WanDecoder3d": Case("same configs; three 1-latent-frame chunks, first_chunk on the first", _wan_decoder),
+  "AutoencoderKLWan": Case(
+    "TINY_WAN_2_1 and TINY_WAN_2_2: `decode` of z (1, 4, 2, 3, 4), encoder moments of F=5", _wan_autoencoder
+  ),
+}
+WAN_WHOLE_MODEL_CASES = {
+  variant: Case(
+    f"`compare.checkpoints.TINY_WAN_{variant.replace('.', '_')}`; `decode` of z (1, 4, 5, 4, 6): 5 one-frame steps "
+    "(cache carried) → 1 + 4·4 video frames" + (", unpatchified" if variant == "2.2" else ""),
+    lambda *_, v=variant: _wan_whole_model_decode(v),
+  )
+  for variant in WAN_WHOLE_MODELS
+}
+
+
 def measure(log=print) -> dict[str, float]:
-  """fp32 max abs error of every class (and the whole-model decode) against diffusers, on CPU."""
+  """fp32 max abs error of every class (and the whole-model decodes) against diffusers, on CPU."""
   import jax
 
-  torch_cls, nnx_cls = torch_classes(), nnx_classes()
   errors = {}
   with jax.default_matmul_precision("highest"):
-    for name in CLASSES:
-      errors[name] = CASES[name].measure(torch_cls[name], nnx_cls[name])
-      log(f"  {name:<24} {errors[name]:.1e}")
+    for classes, cases, torch_cls, nnx_cls in (
+      (CLASSES, CASES, torch_classes(), nnx_classes()),
+      (WAN_CLASSES, WAN_CASES, wan_torch_classes(), wan_nnx_classes()),
+    ):
+      for name in classes:
+        errors[name] = cases[name].measure(torch_cls[name], nnx_cls[name])
+        log(f"  {name:<28} {errors[name]:.1e}")
     errors[WHOLE_MODEL] = WHOLE_MODEL_CASE.measure()
-    log(f"  {WHOLE_MODEL:<24} {errors[WHOLE_MODEL]:.1e}")
+    for variant, name in WAN_WHOLE_MODELS.items():
+      errors[name] = WAN_WHOLE_MODEL_CASES[variant].measure()
+    for name in (WHOLE_MODEL, *WAN_WHOLE_MODELS.values()):
+      log(f"  {name:<28} {errors[name]:.1e}")
   return errors
 
 
@@ -454,6 +704,19 @@ def _instance_counts(model) -> dict[type, int]:
   return counts
 
 
+def _loc(obj: Any, needle: str | None = None) -> str:
+  """``file:line`` in backticks, for the notes."""
+  return f"`{location(obj, needle)}`"
+
+
+def _numbered(notes: list[tuple[str, str]]) -> list[str]:
+  """``**1. Title.** body`` paragraphs."""
+  lines = []
+  for i, (title, body) in enumerate(notes, 1):
+    lines += [f"**{i}. {title}.** {body}", ""]
+  return lines
+
+
 def _notes() -> list[str]:
   from diffusers.models.autoencoders import vae as dvae
 
@@ -464,8 +727,7 @@ def _notes() -> list[str]:
   dm_causal, dm_norm, dm_safe = t["CogVideoXCausalConv3d"], t["CogVideoXSpatialNorm3D"], t["CogVideoXSafeConv3d"]
   dm_vae, dm_enc = t["AutoencoderKLCogVideoX"], t["CogVideoXEncoder3D"]
 
-  def loc(obj: Any, needle: str | None = None) -> str:
-    return f"`{location(obj, needle)}`"
+  loc = _loc
 
   notes = [
     (
@@ -560,9 +822,7 @@ def _notes() -> list[str]:
       "so `norm_eps` reaches only the encoder's resnets. Likewise `conv_act` is SiLU whatever `act_fn` says.",
     ),
   ]
-  lines = []
-  for i, (title, body) in enumerate(notes, 1):
-    lines += [f"**{i}. {title}.** {body}", ""]
+  lines = _numbered(notes)
   lines += [
     f"Also mirrored: `DiagonalGaussianDistribution` ({loc(dvae.DiagonalGaussianDistribution)} → "
     f"{loc(nf.DiagonalGaussianDistribution)}) on channels-last moments (`mean ‖ logvar` on the last axis, "
@@ -587,16 +847,17 @@ def render(errors: dict[str, float] | None) -> str:
   mappings = convert.key_mapping(model)
 
   out = [
-    "# Porting reference: diffusers CogVideoX VAE → Flax NNX (`native_flax`)",
+    "# Porting reference: diffusers video VAEs (CogVideoX, Wan) → Flax NNX (`native_flax`)",
     "",
     "<!-- Generated by `python -m compare.reference`; do not edit. `tests/test_reference.py` fails when the "
     "code no longer matches it. -->",
     "",
     f"Generated from the code: diffusers {diffusers.__version__} (paths relative to site-packages), "
-    "`native_flax/autoencoder_kl_cogvideox.py` and `native_flax/convert.py`. Only the error column is measured; "
-    "everything else is derived without running a model. To port the next model: mirror each class below with "
-    "the same attribute names, write its layout rules (section 2), and check each class against diffusers as "
-    "section 1 does.",
+    "`native_flax/autoencoder_kl_cogvideox.py`, `native_flax/autoencoder_kl_wan.py`, `native_flax/layers.py` and "
+    "`native_flax/convert.py`. Only the error columns are measured; everything else is derived without running a "
+    "model. Sections 1-4: CogVideoX; 5-8: Wan 2.1 / 2.2; the layout rules (section 2) serve both. To port the "
+    "next model: mirror each class with the same attribute names, add its layout rules (section 2), and check "
+    "each class against diffusers as sections 1 and 5 do.",
     "",
     "## 1. Module classes",
     "",
@@ -628,8 +889,8 @@ def render(errors: dict[str, float] | None) -> str:
   out += _table(["model", "case", "max abs err"], [whole])
   out += [
     "",
-    "PyTorch leaves the port re-implements (in `native_flax/autoencoder_kl_cogvideox.py`, channels-last, Flax "
-    "parameter names): "
+    "PyTorch leaves the ports re-implement (channels-last, Flax parameter names; the layers in "
+    "`native_flax/layers.py`, shared by both ports): "
     + ", ".join(f"`{torch_name}` → `{nnx_name}` (`{location(obj)}`)" for torch_name, nnx_name, obj in _leaves())
     + ".",
     "",
@@ -663,14 +924,155 @@ def render(errors: dict[str, float] | None) -> str:
     + ".",
     "",
   ]
-  out += _table(
+  out += _key_table(mappings)
+  out += _wan_sections(errors)
+  return "\n".join(out) + "\n"
+
+
+def _key_table(mappings) -> list[str]:
+  return _table(
     ["#", "diffusers key", "torch shape", "NNX path", "NNX shape", "rule"],
     [
       [i, f"`{m.torch_key}`", _shape(m.torch_shape), f"`{m.nnx_key}`", _shape(m.nnx_shape), f"`{m.rule.name}`"]
       for i, m in enumerate(mappings, 1)
     ],
   )
-  return "\n".join(out) + "\n"
+
+
+def _wan_real_configs() -> dict[str, Any]:
+  from compare.checkpoints import WAN_2_1, WAN_2_2
+  from torchax_vae.core.checkpoint import WanVAEConfig
+
+  return {"2.1": WanVAEConfig.from_dict(WAN_2_1), "2.2": WanVAEConfig.from_dict(WAN_2_2)}
+
+
+def _wan_sections(errors: dict[str, float]) -> list[str]:
+  from native_flax import convert
+
+  torch_cls, nnx_cls = wan_torch_classes(), wan_nnx_classes()
+  models = {v: convert.abstract_model(c) for v, c in _wan_real_configs().items()}
+  counts = {v: _instance_counts(m) for v, m in models.items()}
+  out = [
+    "",
+    "## 5. Wan module classes",
+    "",
+    "As section 1, for `diffusers/models/autoencoders/autoencoder_kl_wan.py` and `native_flax/autoencoder_kl_wan.py`. "
+    "Modules with a causal cache are run for three chunks each side — diffusers threading its one mutable "
+    "`feat_cache` list (a fresh `feat_idx` per chunk, as `_decode`), the port its returned cache — so the first "
+    "chunk, the second (diffusers' 1-frame and `\"Rep\"` caches) and the steady state are all compared. "
+    "\"In 2.1\" / \"in 2.2\": instances in the real Wan 2.1 / Wan 2.2 (TI2V-5B) models.",
+    "",
+  ]
+  rows = [
+    [
+      f"`{name}`", f"`{location(torch_cls[name])}`", f"`{nnx_cls[name].__name__}`", f"`{location(nnx_cls[name])}`",
+      counts["2.1"].get(nnx_cls[name], 0), counts["2.2"].get(nnx_cls[name], 0), WAN_CASES[name].description,
+      format_error(errors.get(name)),
+    ]
+    for name in WAN_CLASSES
+  ]  # fmt: skip
+  header = ["diffusers class", "diffusers file:line", "NNX class (`native_flax.autoencoder_kl_wan`)", "file:line",
+            "in 2.1", "in 2.2", "case (tiny)", "max abs err"]  # fmt: skip
+  out += _table(header, rows)
+  out += ["", "Whole models:", ""]
+  out += _table(
+    ["model", "case", "max abs err"],
+    [[name, WAN_WHOLE_MODEL_CASES[v].description, format_error(errors.get(name))] for v, name in WAN_WHOLE_MODELS.items()],
+  )
+  out += ["", "## 6. Wan translation notes", ""]
+  out += _wan_notes()
+  for number, (variant, model) in enumerate(models.items(), 7):
+    mappings = convert.key_mapping(model)
+    per_rule: dict[str, int] = {}
+    for m in mappings:
+      per_rule[m.rule.name] = per_rule.get(m.rule.name, 0) + 1
+    n_params = sum(math.prod(m.nnx_shape) for m in mappings)
+    preset = "WAN_2_1" if variant == "2.1" else "WAN_2_2"
+    out += [
+      f"## {number}. Weight keys of Wan {variant}",
+      "",
+      f"`convert.key_mapping(config)` for `compare.checkpoints.{preset}` (the released `vae/config.json`): "
+      f"{len(mappings)} keys, {n_params:,} parameters. Per rule: "
+      + ", ".join(f"`{k}` {v}" for k, v in per_rule.items())
+      + ".",
+      "",
+    ]
+    out += _key_table(mappings) + [""]
+  return out[:-1]
+
+
+REP_LINE = 'feat_cache[idx] = "Rep"'  # the line of diffusers' WanResample.forward that stores the marker
+
+
+def _wan_notes() -> list[str]:
+  from native_flax import autoencoder_kl_wan as nf
+  from torchax_vae.core.models import wan as wan_adapter
+
+  t = wan_torch_classes()
+
+  loc = _loc
+
+  notes = [
+    (
+      "The cache is a value, the same shape on every step",
+      "diffusers keeps one list `feat_cache` (a slot per `WanCausalConv3d`) and a counter `feat_idx`, and every "
+      f"cached layer stores `cache_x = x[:, :, -CACHE_T:]`, with the previous cache's last frame in front when "
+      f"the chunk has one frame ({loc(t['WanResidualBlock'].forward, 'cache_x = x[:, :, -CACHE_T:')}). "
+      "So a slot holds 1 frame after the first chunk and 2 later. The port's modules take and return their own "
+      "nested-dict cache; a causal conv's entry is always the last 2 frames of its time-padded input, zeros in "
+      f"front ({loc(nf.WanCausalConv3d.cached)}): the conv pads with zeros to 2 frames before the cache "
+      f"anyway ({loc(t['WanCausalConv3d'].forward, 'padding[4] -= cache_x.shape[2]')}), so the arithmetic is "
+      "diffusers', and one steady program serves every step after the first.",
+    ),
+    (
+      "`\"Rep\"`: upsample3d on the first chunk",
+      "On the first chunk diffusers' `upsample3d` skips its time conv and stores the string `\"Rep\"` "
+      f"({loc(t['WanResample'].forward, REP_LINE)}); on the next chunk that means \"zero frames "
+      "in front\". The port stores 2 zero frames instead "
+      f"({loc(nf.WanResample.__call__, 'diffusers stores')}): the same zeros, concatenated instead of padded. "
+      "Later chunks double time by interleaving the time conv's two channel halves (frames 2t, 2t + 1).",
+    ),
+    (
+      "Causal padding moved into the convolution",
+      f"`WanCausalConv3d` zero-pads H, W (both sides) and time (front, `2 * padding[0]`) with `F.pad`, then "
+      f"convolves unpadded ({loc(t['WanCausalConv3d'].__init__, 'self._padding =')}). The port pads time in front "
+      f"and lets the convolution pad H and W ({loc(nf.WanCausalConv3d)}): the same windows, and on XLA:CPU an "
+      "unpadded convolution is the slow path (`torchax_vae/core/conv.py`).",
+    ),
+    (
+      "RMS norm over channels, `gamma` in diffusers' shape",
+      f"`WanRMS_norm` is `F.normalize(x, dim=channels) * sqrt(dim) * gamma` ({loc(t['WanRMS_norm'].forward)}), "
+      "float32 for reduced-precision inputs; `F.normalize` is `x / max(||x||, 1e-12)`. The port reduces over the "
+      f"last axis ({loc(nf.WanRMS_norm.__call__)}) and keeps `gamma` as `(C, 1, 1, 1)` (`(C, 1, 1)` in attention) so "
+      "it loads as it is (rule `rms_norm_gamma`), read as `(C,)`. No axis but channels is reduced: a width split "
+      "needs no collective.",
+    ),
+    (
+      "nearest-exact 2× is a repeat",
+      f"`WanUpsample` resizes with `mode=\"nearest-exact\"` in float32 ({loc(t['WanUpsample'].forward)}). With "
+      "an integer factor the source index `floor((dst + 0.5) / 2)` is `dst // 2`, so the port repeats rows and "
+      f"columns ({loc(nf.WanUpsample.__call__)}); the float32 round trip copies the same values.",
+    ),
+    (
+      "Attention keeps H and W",
+      "diffusers flattens each frame's positions into one token axis "
+      f"({loc(t['WanAttentionBlock'].forward, 'qkv = qkv.reshape(')}) and calls `scaled_dot_product_attention`. "
+      f"The port computes the same scores as `(N, H, W, H, W)` with two einsums ({loc(nf.WanAttentionBlock.attend)}): "
+      "with the width split over devices the queries and the output stay split and only the keys and values are "
+      "gathered (2 all-gathers per program on `dp=2,tp=4`; the torchax path, running diffusers' reshape, gathers "
+      "q, k and v together).",
+    ),
+    (
+      "Wan 2.2's shortcuts and patchify, channels-last",
+      f"`AvgDown3D`/`DupUp3D` move space and time into channels and back with `view`/`permute` "
+      f"({loc(t['AvgDown3D'].forward)}, {loc(t['DupUp3D'].forward)}); the port does the same reshapes on "
+      f"`(B, T, H, W, C)` with the channel offsets in diffusers' order ({loc(nf.AvgDown3D.__call__)}, "
+      f"{loc(nf.DupUp3D.__call__)}). `patchify`/`unpatchify` and the clamp of `_decode` run on the whole video, "
+      f"outside the frame steps: in the model adapter ({loc(wan_adapter._patchify)}) for the driver, and in "
+      f"`AutoencoderKLWan.decode`/`encode` ({loc(nf.patchify)}) for whole-loop use.",
+    ),
+  ]
+  return _numbered(notes)
 
 
 def _leaves():

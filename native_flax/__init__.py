@@ -1,11 +1,13 @@
-"""CogVideoX VAE as a native Flax NNX port of diffusers' ``AutoencoderKLCogVideoX``.
+"""diffusers' video VAEs as native Flax NNX ports: ``AutoencoderKLCogVideoX`` and ``AutoencoderKLWan``.
 
     vae = native_flax.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
+    vae = native_flax.load("Wan-AI/Wan2.2-TI2V-5B-Diffusers", subfolder="vae")
     video = vae.decode(z)     # as diffusers' vae.decode(z).sample; (B, C, T, H, W) in and out
 
-Modules: ``native_flax.autoencoder_kl_cogvideox`` (the NNX classes, diffusers' names),
+Modules: ``native_flax.autoencoder_kl_cogvideox`` and ``native_flax.autoencoder_kl_wan`` (the NNX
+classes, diffusers' names), ``native_flax.layers`` (the PyTorch leaf layers they share),
 ``native_flax.convert`` (layout rules, weights -> model), ``native_flax.backend`` (step functions).
-Nothing here imports torch or torchax.
+Nothing here imports torch, torchax or diffusers.
 """
 
 from __future__ import annotations
@@ -30,10 +32,7 @@ def load(
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
 ) -> Runner:
-  """Loads a CogVideoX VAE (hub id or local dir) into the NNX port; returns the driver's runner.
-
-  Ported so far: ``AutoencoderKLCogVideoX``. Another supported class (``AutoencoderKLWan``) is refused
-  with :class:`~torchax_vae.core.errors.UnsupportedModelError` saying so; ``torchax_vae.load`` runs it.
+  """Loads a CogVideoX or Wan VAE (hub id or local dir) into its NNX port; returns the driver's runner.
 
   Args:
     pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` (with ``subfolder="vae"``), a VAE dir
@@ -52,7 +51,7 @@ def load(
 
   return load_runner(
     "native_flax",
-    {"AutoencoderKLCogVideoX": _build_native_backend},  # the ported models (Wan: not yet)
+    {"AutoencoderKLCogVideoX": _build_native_backend, "AutoencoderKLWan": _build_native_backend},  # the ports
     pretrained_model_name_or_path,
     subfolder=subfolder,
     dtype=dtype,

@@ -1,4 +1,4 @@
-"""The NNX port as pure JAX step functions for the shared driver (``torchax_vae.core.driver``).
+"""An NNX port as pure JAX step functions for the shared driver (``torchax_vae.core.driver``).
 
 ``nnx.split`` runs once here; each step function ``nnx.merge``s the graph with the parameters it is
 given, so under the driver's ``jax.jit`` the NNX object graph exists only while tracing and the
@@ -17,18 +17,21 @@ from torchax_vae.core import conv as conv_lib
 from torchax_vae.core import norm as norm_lib
 from torchax_vae.core.driver import StepFunctions
 
-from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
+from . import layers
 
 LAYOUT = "BTHWC"
 
 
-def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]:
+def make_steps(model: nnx.Module) -> tuple[nnx.State, StepFunctions]:
   """``(params, steps)``: the model's parameters (an ``nnx.State`` pytree) and its step functions.
 
+  ``model`` is a port (``AutoencoderKLCogVideoX``, ``AutoencoderKLWan``) with ``decode_step`` and
+  ``encode_step`` methods (one step of diffusers' ``_decode``/``_encode`` loop):
+
   * ``decode_step(params, z, conv_cache) -> (video, conv_cache)``: ``z`` ``(B, T_step, h, w, latent)``,
-    ``conv_cache`` ``None`` on the first step; ``post_quant_conv`` (if configured) then the decoder.
+    ``conv_cache`` ``None`` on the first step; ``post_quant_conv`` (if any) then the decoder.
   * ``encode_step(params, x, conv_cache) -> (moments, conv_cache)``: ``x`` ``(B, F_step, H, W, in)``;
-    the encoder then ``quant_conv`` (if configured); moments are ``mean ‖ logvar`` on the last axis.
+    the encoder then ``quant_conv`` (if any); moments are ``mean ‖ logvar`` on the last axis.
   """
   graphdef, params = nnx.split(model)
 
@@ -42,8 +45,7 @@ def make_steps(model: AutoencoderKLCogVideoX) -> tuple[nnx.State, StepFunctions]
 
   from torchax_vae.core.executables import source_digest
 
-  from . import autoencoder_kl_cogvideox
-
-  source = source_digest(sys.modules[__name__], autoencoder_kl_cogvideox, conv_lib, norm_lib)
+  port = sys.modules[type(model).__module__]
+  source = source_digest(sys.modules[__name__], port, layers, conv_lib, norm_lib)
   fingerprint = {"flax": flax.__version__, "source": source}
   return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step, fingerprint=fingerprint)

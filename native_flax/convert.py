@@ -1,4 +1,4 @@
-"""diffusers state dict (PyTorch layouts) <-> the NNX port's parameters, from one table of layout rules.
+"""diffusers state dict (PyTorch layouts) <-> the NNX ports' parameters, from one table of layout rules.
 
 The NNX modules carry diffusers' attribute names, so a parameter's module path is the same on both
 sides (``decoder.up_blocks.0.resnets.1.conv1.conv``). What differs is the leaf name and the layout,
@@ -8,6 +8,9 @@ else is hand-written: the expected keys and shapes of a checkpoint are derived f
 with ``nnx.eval_shape`` (no memory, no random init) through the inverse of these rules.
 
     model = load_model(checkpoint.weights, checkpoint.config, dtype="bfloat16", source=str(directory))
+
+The port is chosen by the config's class: ``CogVideoXVAEConfig`` -> ``AutoencoderKLCogVideoX``,
+``WanVAEConfig`` -> ``AutoencoderKLWan`` (:data:`PORTS`).
 
 For a doc generator: iterate :data:`LAYOUT_RULES` (``name``, ``torch_pattern``, ``nnx_pattern``,
 ``transform``, ``covers``) or :func:`key_mapping` (every key of a config).
@@ -24,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from torchax_vae.core.checkpoint import CheckpointError, CogVideoXVAEConfig, check_weights
+from torchax_vae.core.checkpoint import CheckpointError, CogVideoXVAEConfig, WanVAEConfig, check_weights
 
-from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX, Conv2d, Conv3d, GroupNorm, Linear
+from .autoencoder_kl_cogvideox import AutoencoderKLCogVideoX
+from .autoencoder_kl_wan import AutoencoderKLWan, WanRMS_norm
+from .layers import Conv2d, Conv3d, GroupNorm, Linear
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -36,7 +41,7 @@ class LayoutRule:
   """One PyTorch parameter of one layer kind -> one NNX parameter.
 
   ``torch_layout``/``nnx_layout`` name the axes (one letter each); the NNX array is the PyTorch
-  array with its axes moved from the first order to the second.
+  array with its axes moved from the first order to the second. ``"*"`` for both: as is, any rank.
   """
 
   name: str
@@ -48,13 +53,17 @@ class LayoutRule:
   covers: str  # which diffusers layers this is, for docs
 
   @property
-  def perm(self) -> tuple[int, ...]:
-    """Axes of the PyTorch array in NNX order: ``nnx = np.transpose(torch, perm)``."""
+  def perm(self) -> tuple[int, ...] | None:
+    """Axes of the PyTorch array in NNX order: ``nnx = np.transpose(torch, perm)`` (``None``: as is)."""
+    if self.torch_layout == "*":
+      return None
     return tuple(self.torch_layout.index(axis) for axis in self.nnx_layout)
 
   @property
-  def inverse_perm(self) -> tuple[int, ...]:
-    """``torch = np.transpose(nnx, inverse_perm)``."""
+  def inverse_perm(self) -> tuple[int, ...] | None:
+    """``torch = np.transpose(nnx, inverse_perm)`` (``None``: as is)."""
+    if self.torch_layout == "*":
+      return None
     return tuple(self.nnx_layout.index(axis) for axis in self.torch_layout)
 
   @property
@@ -67,29 +76,34 @@ class LayoutRule:
 
   @property
   def transform(self) -> str:
+    if self.torch_layout == "*":
+      return "as is (diffusers' shape)"
     if self.torch_layout == self.nnx_layout:
       return f"as is ({self.torch_layout})"
     return f"{self.torch_layout} -> {self.nnx_layout} (transpose {self.perm})"
 
   def to_nnx(self, array: np.ndarray) -> np.ndarray:
-    return np.transpose(array, self.perm)
+    return array if self.perm is None else np.transpose(array, self.perm)
 
   def to_torch(self, array: np.ndarray) -> np.ndarray:
-    return np.transpose(array, self.inverse_perm)
+    return array if self.inverse_perm is None else np.transpose(array, self.inverse_perm)
 
   def torch_shape(self, nnx_shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(nnx_shape[i] for i in self.inverse_perm)
+    return tuple(nnx_shape) if self.inverse_perm is None else tuple(nnx_shape[i] for i in self.inverse_perm)
 
 
-# The whole mapping. O/I: out/in channels, D/H/W: kernel depth (time)/height/width, C: channels.
+# The whole mapping, both ports. O/I: out/in channels, D/H/W: kernel depth (time)/height/width,
+# C: channels.
 LAYOUT_RULES: tuple[LayoutRule, ...] = (
   LayoutRule(
     "conv3d_weight", Conv3d, "weight", "kernel", "OIDHW", "DHWIO",
-    "CogVideoXSafeConv3d: CausalConv3d.conv, ResnetBlock3D.conv_shortcut (1x1x1), quant_conv, post_quant_conv",
+    "CogVideoXSafeConv3d: CausalConv3d.conv, ResnetBlock3D.conv_shortcut (1x1x1), quant_conv, post_quant_conv; "
+    "WanCausalConv3d: every Wan 3D conv (conv_in/out, conv1/2, conv_shortcut, time_conv, quant convs)",
   ),
   LayoutRule("conv3d_bias", Conv3d, "bias", "bias", "O", "O", "the same Conv3d layers"),
   LayoutRule(
-    "conv2d_weight", Conv2d, "weight", "kernel", "OIHW", "HWIO", "CogVideoXDownsample3D.conv, CogVideoXUpsample3D.conv"
+    "conv2d_weight", Conv2d, "weight", "kernel", "OIHW", "HWIO",
+    "CogVideoXDownsample3D.conv, CogVideoXUpsample3D.conv; WanResample.resample.1, WanAttentionBlock.to_qkv/proj",
   ),
   LayoutRule("conv2d_bias", Conv2d, "bias", "bias", "O", "O", "the same Conv2d layers"),
   LayoutRule(
@@ -101,7 +115,14 @@ LAYOUT_RULES: tuple[LayoutRule, ...] = (
     "linear_weight", Linear, "weight", "kernel", "OI", "IO", "nn.Linear: ResnetBlock3D.temb_proj (unused by the VAE)"
   ),
   LayoutRule("linear_bias", Linear, "bias", "bias", "O", "O", "the same Linear layers"),
+  LayoutRule(
+    "rms_norm_gamma", WanRMS_norm, "gamma", "gamma", "*", "*",
+    "WanRMS_norm: (C, 1, 1, 1), (C, 1, 1) in attention; read as (C,) on the channel axis",
+  ),
 )
+
+# Config class -> the NNX port of its diffusers class.
+PORTS: dict[type, type[nnx.Module]] = {CogVideoXVAEConfig: AutoencoderKLCogVideoX, WanVAEConfig: AutoencoderKLWan}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,15 +148,24 @@ def _rule_for(module: nnx.Module, nnx_name: str) -> LayoutRule | None:
   return None
 
 
-def abstract_model(config: CogVideoXVAEConfig, dtype: str | Any = "float32") -> AutoencoderKLCogVideoX:
+def port_class(config: Any) -> type[nnx.Module]:
+  """The NNX port of a config's diffusers class (:data:`PORTS`)."""
+  try:
+    return PORTS[type(config)]
+  except KeyError:
+    raise TypeError(f"no NNX port for a {type(config).__name__}; ported: {[c.__name__ for c in PORTS]}") from None
+
+
+def abstract_model(config: Any, dtype: str | Any = "float32") -> nnx.Module:
   """The model with ``ShapeDtypeStruct`` parameters: structure and shapes, no memory, no init."""
   dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-  return nnx.eval_shape(lambda: AutoencoderKLCogVideoX(config, dtype=dtype, rngs=nnx.Rngs(0)))
+  cls = port_class(config)
+  return nnx.eval_shape(lambda: cls(config, dtype=dtype, rngs=nnx.Rngs(0)))
 
 
-def key_mapping(module: nnx.Module | CogVideoXVAEConfig) -> list[KeyMapping]:
+def key_mapping(module: nnx.Module | Any) -> list[KeyMapping]:
   """Every parameter of ``module`` (or of the model a config builds): diffusers key, NNX path, rule."""
-  if isinstance(module, CogVideoXVAEConfig):
+  if not isinstance(module, nnx.Module):
     module = abstract_model(module)
   owners = {tuple(path): m for path, m in nnx.iter_modules(module)}
   mappings = []
@@ -149,7 +179,7 @@ def key_mapping(module: nnx.Module | CogVideoXVAEConfig) -> list[KeyMapping]:
   return mappings
 
 
-def expected_torch_shapes(module: nnx.Module | CogVideoXVAEConfig) -> dict[str, tuple[int, ...]]:
+def expected_torch_shapes(module: nnx.Module | Any) -> dict[str, tuple[int, ...]]:
   """``{diffusers key: PyTorch shape}`` a checkpoint for this module (or config) must have."""
   return {m.torch_key: m.torch_shape for m in key_mapping(module)}
 
@@ -191,12 +221,13 @@ def load_into(
 
 def load_model(
   weights: Mapping[str, Any],
-  config: CogVideoXVAEConfig,
+  config: Any,
   *,
   dtype: str | Any = "float32",
   source: str = "weights",
-) -> AutoencoderKLCogVideoX:
-  """diffusers weights + config -> ``AutoencoderKLCogVideoX`` in ``dtype`` (built with ``eval_shape``)."""
+) -> nnx.Module:
+  """diffusers weights + config -> the port (``AutoencoderKLCogVideoX``, ``AutoencoderKLWan``) in
+  ``dtype`` (built with ``eval_shape``)."""
   if isinstance(dtype, str) and dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   return load_into(abstract_model(config, dtype), weights, source=source, dtype=dtype)
@@ -236,5 +267,6 @@ __all__ = [
   "key_mapping",
   "load_into",
   "load_model",
+  "port_class",
   "to_torch_state_dict",
 ]

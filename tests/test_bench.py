@@ -244,21 +244,31 @@ def test_tile_layout_follows_diffusers_tiled_decode():
   assert worker.program_runs(COGVIDEOX, 13, layout)["steady 30x45"] == 4 * 5
 
 
-def test_wan_run_reports_native_flax_not_available(tiny_wan_dirs, tmp_path):
-  """A Wan model: torch and torchax measured; native_flax (no Wan port yet) said to be unavailable,
-  and the run does not fail."""
+def test_wan_run_measures_all_three_paths(tiny_wan_dirs, tmp_path):
+  """A Wan 2.2 model (patchified, 16x): torch, torchax and native_flax side by side, both JAX paths
+  exact against torch, two programs each (first and steady step)."""
   args = ["--latent", "1,4,2,4,4", "--repeats", "1", "--paths", "torchax,native_flax,torch"]
   proc = run_bench("--model", str(tiny_wan_dirs["2.2"]), *args, out=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "results.json").read_text())
   assert report["meta"]["model_class"] == "AutoencoderKLWan"
   rows = {r["path"]: r for r in report["results"]}
-  assert rows["native_flax"]["unavailable"] is True
-  assert "native_flax path has no AutoencoderKLWan yet" in rows["native_flax"]["error"]
-  assert rows["torchax"]["error"] is None and rows["torchax"]["max_abs_err"] <= TILED_TOL
-  assert rows["torchax"]["output_shape"] == rows["torch"]["output_shape"] == [1, 3, 5, 64, 64]
-  assert rows["torchax"]["programs"] == {"first": 1, "steady": 1}
-  assert "| native_flax | 1x4x2x4x4 | – | not available: " in proc.stdout
+  assert rows["torch"]["output_shape"] == [1, 3, 5, 64, 64]
+  for path in ("torchax", "native_flax"):
+    row = rows[path]
+    assert row["error"] is None and row["max_abs_err"] <= TILED_TOL, (path, row["error"])
+    assert row["output_shape"] == rows["torch"]["output_shape"]
+    assert row["programs"] == {"first": 1, "steady": 1} and row["cache_hit"] is True and row["exe_hit"] is True
+
+
+def test_an_unavailable_path_does_not_fail_the_run():
+  available = bench.empty_record("torchax", None, (1, 4, 2, 4, 4), "float32")
+  unavailable = {**bench.empty_record("native_flax", None, (1, 4, 2, 4, 4), "float32"), "unavailable": True,
+                 "error": "native_flax path unavailable: no port of this model"}  # fmt: skip
+  failed = {**bench.empty_record("torchax", None, (1, 4, 2, 4, 8), "float32"), "error": "RuntimeError: boom"}
+  assert bench.failed_measurements([available, unavailable]) == []
+  assert bench.failed_measurements([available, unavailable, failed]) == [failed]
+  assert "| native_flax | 1x4x2x4x4 | – | not available: native_flax path unavailable" in bench.markdown_table([unavailable])
 
 
 def test_tile_layout_follows_diffusers_wan_tiled_decode():

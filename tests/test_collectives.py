@@ -71,7 +71,14 @@ def test_bad_arguments_exit_2(capsys):
   assert "unknown" in capsys.readouterr().err
 
 
-def test_a_path_without_the_model_is_reported_unavailable(tiny_wan_dirs, capsys):
-  assert main(["--mesh", "dp=2,tp=4", "--model", str(tiny_wan_dirs["2.1"]), "--paths", "native_flax"]) == 0
+def test_a_path_without_the_model_is_reported_unavailable(tiny_dir, capsys, monkeypatch):
+  from compare import collectives
+  from torchax_vae.core.errors import UnsupportedModelError
+
+  def refuse(path, model, mesh):
+    raise UnsupportedModelError(f"the {path} path has no AutoencoderKLCogVideoX yet")
+
+  monkeypatch.setattr(collectives, "load_path", refuse)
+  assert main(["--mesh", "dp=2,tp=4", "--model", str(tiny_dir), "--paths", "native_flax"]) == 0
   report = json.loads(capsys.readouterr().out)
-  assert "native_flax path has no AutoencoderKLWan yet" in report["native_flax"]["unavailable"]
+  assert report == {"native_flax": {"unavailable": "the native_flax path has no AutoencoderKLCogVideoX yet"}}

@@ -29,7 +29,7 @@ from diffusers.models.autoencoders import autoencoder_kl_cogvideox as dm
 from diffusers.models.downsampling import CogVideoXDownsample3D as TorchDownsample3D
 from diffusers.models.upsampling import CogVideoXUpsample3D as TorchUpsample3D
 from flax import nnx
-from helpers import randn, torch_decode, torch_encode_mean
+from helpers import FAST_COMPILE, build, cl, err_of, perturb, pt, randn, run, state_numpy, torch_decode, torch_encode_mean
 
 import native_flax
 from compare.checkpoints import COGVIDEOX_2B, TINY
@@ -41,8 +41,6 @@ from torchax_vae.core.models.cogvideox import frame_steps
 TOL = 1e-5  # fp32 max abs per module, tiny configs
 MODEL_TOL = 1e-4  # fp32 max abs, whole model (the project's bar)
 ERRORS: dict[str, float] = {}
-# Tiny programs: LLVM's optimisation passes cost more than they save (halves XLA CPU compile time).
-FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -58,61 +56,8 @@ def _report_errors():
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _perturb(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-  """Default init, plus noise on 1-D parameters (GroupNorm scale/bias, conv biases)."""
-  gen = torch.Generator().manual_seed(seed + 1000)
-  with torch.no_grad():
-    for _, p in sorted(module.named_parameters()):
-      if p.ndim == 1:
-        p.add_(0.1 * torch.randn(p.shape, generator=gen))
-  return module.eval()
-
-
-def _state(module: torch.nn.Module) -> dict[str, np.ndarray]:
-  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
-
-
-def build(torch_cls, nnx_cls, *args, seed: int = 0, **kwargs):
-  """(diffusers module, NNX module with its weights copied through convert's table)."""
-  torch.manual_seed(seed)
-  ref = _perturb(torch_cls(*args, **kwargs), seed)
-  # Built as convert.load_model builds the model: eval_shape (no random init, which would compile
-  # one XLA program per parameter shape), then filled from the state dict through the table.
-  ours = nnx.eval_shape(lambda: nnx_cls(*args, **kwargs, rngs=nnx.Rngs(seed)))
-  ours = convert.load_into(ours, _state(ref), source=torch_cls.__name__)
-  return ref, ours
-
-
-def run(module: nnx.Module, *args, method="__call__", **static):
-  """``module.method(*args, **static)`` (``method``: a name or ``f(module, *args)``) as one jitted
-  program: the way the driver runs it, and far fewer XLA compilations than eager dispatch."""
-  graphdef, state = nnx.split(module)
-
-  def program(st, *a):
-    m = nnx.merge(graphdef, st)
-    return method(m, *a) if callable(method) else getattr(m, method)(*a, **static)
-
-  return jax.jit(program, compiler_options=FAST_COMPILE)(state, *args)
-
-
 def _moments(model, x):
   return model.encode(x).parameters
-
-
-def cl(x: np.ndarray) -> jax.Array:
-  """(B, C, T, H, W) numpy -> (B, T, H, W, C) jax."""
-  return jnp.asarray(np.moveaxis(x, 1, -1))
-
-
-def pt(x: np.ndarray) -> torch.Tensor:
-  return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def err_of(ours, ref: torch.Tensor) -> float:
-  ours_cf = np.moveaxis(np.asarray(ours), -1, 1)
-  ref = ref.detach().numpy()
-  assert ours_cf.shape == ref.shape, (ours_cf.shape, ref.shape)
-  return float(np.abs(ours_cf.astype(np.float64) - ref).max()) if ref.size else 0.0
 
 
 def check(name: str, ours, ref: torch.Tensor, tol: float = TOL) -> float:
@@ -156,7 +101,7 @@ def check_cache(name: str, ours, ref, tol: float = TOL) -> None:
 def test_conv3d_matches_torch(kernel_size, stride, padding, dilation):
   name = f"Conv3d k={kernel_size} s={stride} p={padding} d={dilation}"
   torch.manual_seed(0)
-  ref = _perturb(torch.nn.Conv3d(4, 6, kernel_size, stride=stride, padding=padding, dilation=dilation), 0)
+  ref = perturb(torch.nn.Conv3d(4, 6, kernel_size, stride=stride, padding=padding, dilation=dilation), 0)
   ours = nf.Conv3d(4, 6, kernel_size, stride=stride, padding=padding, dilation=dilation, rngs=nnx.Rngs(0))
   ours.kernel[...] = jnp.asarray(ref.weight.detach().numpy().transpose(2, 3, 4, 1, 0))
   ours.bias[...] = jnp.asarray(ref.bias.detach().numpy())
@@ -383,9 +328,9 @@ def test_decoder3d(cfg):
 def _tiny_pair(overrides: dict | None = None, seed: int = 0):
   raw = dict(TINY, **(overrides or {}))
   torch.manual_seed(seed)
-  ref = _perturb(TorchVAE(**raw), seed)
+  ref = perturb(TorchVAE(**raw), seed)
   config = CogVideoXVAEConfig.from_dict(raw)
-  return ref, convert.load_model(_state(ref), config, source="tiny")
+  return ref, convert.load_model(state_numpy(ref), config, source="tiny")
 
 
 @pytest.fixture(scope="module")
@@ -505,7 +450,7 @@ def test_expected_shapes_are_diffusers_state_dict(raw):
 
 def test_convert_round_trip_and_paths(tiny_pair):
   ref, ours = tiny_pair
-  state = _state(ref)
+  state = state_numpy(ref)
   back = convert.to_torch_state_dict(ours)
   assert set(back) == set(state)
   for k in state:
@@ -521,7 +466,7 @@ def test_convert_round_trip_and_paths(tiny_pair):
 def test_convert_rejects_bad_checkpoints(tiny_pair):
   ref, _ = tiny_pair
   config = CogVideoXVAEConfig.from_dict(TINY)
-  state = _state(ref)
+  state = state_numpy(ref)
   missing = dict(state)
   del missing["decoder.conv_in.conv.weight"]
   with pytest.raises(CheckpointError, match=r"1 missing keys: decoder\.conv_in\.conv\.weight"):

@@ -194,11 +194,19 @@ def test_bad_input_is_refused(pair, variant):
       vae.encode(np.zeros((1, 3, 1, 33, 32), np.float32))
 
 
-def test_native_flax_says_it_has_no_wan_port_yet(tiny_wan_dirs):
-  import native_flax
+def test_a_path_without_the_model_says_so_before_reading_weights(tiny_wan_dirs, tmp_path):
+  """A path that has no backend for the checkpoint's class is refused from config.json alone."""
+  import shutil
 
-  with pytest.raises(UnsupportedModelError, match="native_flax path has no AutoencoderKLWan yet; it runs AutoencoderKLCogVideoX"):
-    native_flax.load(tiny_wan_dirs["2.1"], cache_dir=False)
+  from torchax_vae.core.loading import load_runner
+
+  checkpoint = tmp_path / "wan"
+  shutil.copytree(tiny_wan_dirs["2.1"], checkpoint)
+  (checkpoint / "diffusion_pytorch_model.safetensors").write_bytes(b"not read")
+  match = r"the some path has no AutoencoderKLWan yet; it runs AutoencoderKLCogVideoX \(torchax_vae.load runs every"
+  with pytest.raises(UnsupportedModelError, match=match):
+    load_runner("some", {"AutoencoderKLCogVideoX": None}, checkpoint, subfolder=None, dtype="float32", mesh=None,
+                cache_dir=False, revision=None)  # fmt: skip
 
 
 # --- real configs ---------------------------------------------------------------------------------
