@@ -30,8 +30,8 @@ allocation when it runs on a GPU, and for the JAX paths XLA's memory analysis of
 Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
 All arguments are checked before any measurement; a bad one exits with status 2. A measurement
 that fails is kept in the results with its ``"error"``, the others go on, and the exit status is 1.
-A path that has no port of the model (native_flax on Wan, for now) is reported as not available
-(``"unavailable": true``, its reason in ``"error"``) and does not fail the run.
+A path that has no port of the model (a VAE the torchax path runs before its native port exists) is
+reported as not available (``"unavailable": true``, its reason in ``"error"``) and does not fail the run.
 """
 
 from __future__ import annotations
