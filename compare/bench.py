@@ -82,6 +82,7 @@ class Plan:
   repeats: int
   out: Path
   tiling: dict | None = None  # enable_tiling's four arguments (--tiled), else None
+  compile_only: bool = False  # --compile-only: lower + compile + memory analysis, no decode, no torch
   tiles: dict | None = None  # how --tiled splits the latent: compare.worker.tile_layout
 
   def tilings(self) -> list[dict | None]:
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--dtype", default="float32", choices=DTYPES, help="model and input dtype, all paths")
   parser.add_argument("--repeats", type=int, default=3, help="timed decodes per path (default: %(default)s)")
   parser.add_argument("--out", default="bench-out", help="output dir (default: %(default)s)")
+  parser.add_argument(
+    "--compile-only",
+    action="store_true",
+    help="only lower and compile each JAX path's step programs (one fresh process each; nothing is run): "
+    "compile times, FLOPs and XLA's per-device memory analysis (program_memory_mb), for sizes this machine "
+    "cannot decode; no torch, no decode or warm-start figures",
+  )
   parser.add_argument(
     "--tiled",
     action="store_true",
@@ -282,6 +290,10 @@ def worker_env(devices: int) -> dict[str, str]:
 def validate(args: argparse.Namespace) -> Plan:
   """Checks every argument and the host; returns the plan. Raises UsageError before any work."""
   paths = parse_paths(args.paths)
+  if args.compile_only:
+    paths = [p for p in paths if p != "torch"]  # nothing to compile
+    if not paths:
+      raise UsageError("--compile-only measures the JAX paths; --paths names none of torchax, native_flax")
   shape = parse_ints(args.latent, "--latent", 5)
   frames = parse_ints(args.frames, "--frames") if args.frames else (shape[2],)
   if args.repeats < 1:
@@ -322,6 +334,7 @@ def validate(args: argparse.Namespace) -> Plan:
     out=Path(args.out),
     tiling=tiling,
     tiles=tiles,
+    compile_only=args.compile_only,
   )
 
 
@@ -419,6 +432,41 @@ def measure_jax(
   return fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"])
 
 
+def measure_compile_only(plan: Plan, path: str, shape: tuple[int, ...], caches: Path, tiling: dict | None = None) -> dict:
+  """One fresh process with an empty compile cache: lower and compile the step programs a decode of
+  ``shape`` runs, and read XLA's analyses; nothing is run (``--compile-only``)."""
+  label = describe(path, shape, tiling)
+  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}{tiled_suffix(tiling)}-", dir=caches))
+  request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
+             "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
+             "tiling": tiling, "phase": "compile_only"}  # fmt: skip
+  record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
+  progress(f"{label}: compile only (empty compile cache; nothing run)")
+  log = plan.out / "logs" / f"{path}-T{shape[2]}{tiled_suffix(tiling)}-compile-only.log"
+  result = run_worker(request, plan.env, log)
+  if not result.get("ok"):
+    progress(f"{label}: {result['error'].splitlines()[0]}")
+    return {**record, "error": result["error"], "unavailable": bool(result.get("unavailable"))}
+  breakdown = {
+    name: None if times is None else {"trace_lower": times["trace_lower"], "compile": times["compile"]}
+    for name, times in result["breakdown"].items()
+  }
+  used = [t for t in breakdown.values() if t is not None]
+  record.update(
+    compile_s=sum(t["trace_lower"] + t["compile"] for t in used),
+    compile_breakdown_s=breakdown,
+    cold_start_breakdown_s=result["start_breakdown_s"],
+    compile_peak_rss_mb=result["peak_rss_mb"],
+    **program_memory_mb(result["program_memory"]),
+    flops=result["flops"],
+    output_shape=result["output_shape"],
+    programs=result["programs"],
+    conv3d=result["conv3d"],
+    notes=result["notes"],
+  )
+  return record
+
+
 def empty_record(
   path: str, mesh: str | None, shape: tuple, dtype: str, tiling: dict | None = None, tiles: dict | None = None
 ) -> dict:
@@ -440,6 +488,7 @@ def empty_record(
     "program_memory_mb": None, "program_memory_per_program_mb": None, "flops": None,
     "flops_fraction_of_matmul": None, "max_abs_err": None, "output_shape": None, "programs": None,
     "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
+    "conv3d": None,
   }  # fmt: skip
 
 
@@ -470,6 +519,7 @@ def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dic
     max_abs_err=warm.get("max_abs_err"),
     output_shape=warm["output_shape"],
     programs=cold["programs"],
+    conv3d=cold.get("conv3d"),
     notes=cold["notes"] + warm["notes"] + warm_exe["notes"],
   )
   if cold["tiles"] != record["tiles"]:  # the worker's view of the tiling against the plan's
@@ -527,6 +577,7 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "simulated": plan.simulated,
     "mesh": plan.mesh,
     "dtype": plan.dtype,
+    "compile_only": plan.compile_only,
     "model": plan.model_name,
     "model_class": plan.model_class,
     "repeats": plan.repeats,
@@ -595,6 +646,24 @@ def markdown_table(results: list[dict]) -> str:
   return "\n".join("| " + " | ".join(cells) + " |" for cells in rows)
 
 
+MEMORY_COLUMNS = ("path", "latent", "mesh", "dtype", "conv3d", "compile s", "temp MB", "argument MB", "output MB",
+                  "temp + argument + output MB")  # fmt: skip
+
+
+def memory_table(results: list[dict]) -> str:
+  """``--compile-only``: XLA's memory analysis per device (max over the decode's programs), one row each."""
+  rows = [MEMORY_COLUMNS, ["---"] * len(MEMORY_COLUMNS)]
+  for r in results:
+    mem = r["program_memory_mb"] or {}
+    parts = [mem.get(k) for k in ("temp", "argument", "output")]
+    rows.append([
+      r["path"], "x".join(map(str, r["latent_shape"])), r["mesh"] or "1 device", r["dtype"], r.get("conv3d") or "–",
+      fmt(r["compile_s"]), *(fmt(v, ".0f") for v in parts),
+      fmt(sum(parts) if None not in parts else None, ".0f"),
+    ])  # fmt: skip
+  return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in rows)
+
+
 def plot(results: list[dict], path: Path, model: str = "VAE") -> bool:
   """compile / warm start / decode s per row, one panel each (own scale); skipped without matplotlib."""
   try:
@@ -644,6 +713,14 @@ def plot(results: list[dict], path: Path, model: str = "VAE") -> bool:
 
 def run(plan: Plan) -> tuple[dict, list[dict]]:
   """All measurements, one fresh process each: per shape torch first (the reference), then the JAX paths."""
+  if plan.compile_only:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-caches-") as caches:
+      for shape in plan.shapes:
+        for path in plan.paths:
+          for tiling in plan.tilings():
+            results.append(measure_compile_only(plan, path, shape, Path(caches), tiling))
+    return build_meta(plan, {}), results
   progress(f"matmul reference ({plan.devices} device(s){', simulated' if plan.simulated else ''})")
   matmul = run_worker({"kind": "matmul"}, plan.env, plan.out / "logs" / "matmul.log")
   if not matmul.get("ok"):
@@ -677,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
   meta, results = run(plan)
   (plan.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
   plot(results, plan.out / "bench.png", plan.model_class)
-  print(markdown_table(results))
+  print(memory_table(results) if plan.compile_only else markdown_table(results))
   for r in results:
     if r.get("unavailable"):
       progress(f"{r['path']}: not available for {plan.model_class}: {r['error'].splitlines()[0]}")

@@ -13,7 +13,9 @@ leaks from one measurement into the next. Kinds:
            ``phase="warm"`` (cache filled by the cold process, stored executables ignored): whether
            the cache was hit, then decode latency, memory and the error against the reference.
            ``phase="warm_exe"``: warm start from the serialized executables the cold process stored
-           (no tracing, no lowering).
+           (no tracing, no lowering). ``phase="compile_only"``: lower and compile the step programs
+           a decode would run (nothing stored, nothing run): compile times, XLA's memory and cost
+           analyses; for planning a size this machine could not decode.
 
 With ``"tiling"`` (``enable_tiling``'s four arguments) a torch or jax measurement decodes with tiling
 enabled, as diffusers' ``tiled_decode`` does; the JAX cold phase then compiles one program per tile
@@ -241,46 +243,6 @@ def import_path(path: str):
   return package
 
 
-def obtain_program(runner, label: str, args: tuple) -> tuple[dict, Any]:
-  """The runner's own compiled program for ``args`` (so decode reuses it), with its cost timed.
-
-  Returns ``({"trace_lower", "compile", "cache_hit", "deserialized"}, compiled)``. ``compile`` is
-  the XLA compile — a persistent-cache fetch when the cache is warm — or, for a program loaded as a
-  serialized executable, the deserialization (then ``trace_lower`` is 0).
-  """
-  programs = runner.programs
-  before, sources_before = dict(programs.timings), dict(programs.sources)
-  compiled = programs.get(label, runner.step_programs(label.split("_")[0])[label.endswith("steady")], args)
-  spent = {k: programs.timings[k] - before[k] for k in before}
-  came_from = {k: programs.sources[k] - sources_before[k] for k in sources_before}
-  deserialized = came_from["deserialized"] > 0
-  hit = deserialized or came_from["jax_cache"] > 0
-  times = {"trace_lower": spent["trace_lower"], "compile": spent["compile"] + spent["deserialize"]}
-  return {**times, "cache_hit": hit, "deserialized": deserialized}, compiled
-
-
-def decode_walks(runner, x) -> list[tuple[str, Any]]:
-  """The distinct frame-step walks ``runner.decode`` makes over its prepared input ``x``.
-
-  ``[(suffix, walk input)]``: untiled, one walk over ``x`` (suffix ``""``); tiled, one per tile
-  shape (suffix ``" HxW"``, latent pixels), its input sliced exactly as ``Runner._run_tiled``
-  slices that tile, so the programs obtained for it are the ones decode looks up.
-  """
-  h_axis, w_axis = runner._spatial_axes()
-  height, width = x.shape[h_axis], x.shape[w_axis]
-  layout = runner_tile_layout(runner, (height, width))
-  if layout is None:
-    return [("", x)]
-  grid = runner.tile_grid("decode", height, width)
-  walks = {}
-  for rows, cols in (tile for row in grid.tiles(height, width) for tile in row):
-    shape = f"{rows.stop - rows.start}x{cols.stop - cols.start}"
-    if shape not in walks:  # the driver's slicing, for the first tile of each shape
-      walks[shape] = runner._tile(x, rows, cols)
-  assert sorted(walks) == sorted(layout["shapes"]), (sorted(walks), layout)
-  return [(f" {shape}", tile) for shape, tile in walks.items()]
-
-
 def runner_tile_layout(runner, latent_hw) -> dict | None:
   """:func:`tile_layout` of the runner's current tiling (``None`` when tiling is off or not needed)."""
   import dataclasses
@@ -291,38 +253,27 @@ def runner_tile_layout(runner, latent_hw) -> dict | None:
 
 
 def compile_decode_programs(runner, z) -> tuple[dict, dict]:
-  """Obtains the step programs ``runner.decode(z)`` runs, with decode's own arguments.
+  """The step programs ``runner.decode(z)`` runs, obtained ahead of it (``Runner.precompile``), so
+  decode afterwards neither retraces nor recompiles.
 
   z: latents ``(B, C, T, H, W)``. Returns ``(breakdown, compiled)``: per program (``"first"``,
   ``"steady"``; tiled: ``"first HxW"``, ``"steady HxW"`` per tile shape)
   ``{"trace_lower", "compile", "cache_hit", "deserialized"}`` and the program; a ``"steady"``
-  entry is ``None`` when decode has a single frame step (CogVideoX T ≤ 3, Wan T = 1). The
-  arguments are placed exactly as decode places them (prepared input sliced to the tile and step;
-  the cache as the first program leaves it), so decode afterwards finds these programs and neither
-  retraces nor recompiles.
+  entry is ``None`` when decode has a single frame step (CogVideoX T ≤ 3, Wan T = 1). ``compile``
+  is the XLA compile, a persistent-cache fetch when the cache is warm, or the deserialization.
   """
-  start = time.perf_counter()
-  x = runner._prepare(z)  # cast, layout, placement: decode's own input handling
-  steps = runner.plan("decode", z.shape[2])
   breakdown: dict[str, Any] = {}
   compiled: dict[str, Any] = {}
-  for suffix, walk_in in decode_walks(runner, x):
-    name_first, name_steady = f"first{suffix}", f"steady{suffix}"
-    first_in = runner._slice_time(walk_in, steps[0].start, steps[0].end)
-    prepare_s = time.perf_counter() - start
-    breakdown[name_first], compiled[name_first] = obtain_program(runner, "decode_first", (runner.params, first_in))
-    breakdown[name_first]["trace_lower"] += prepare_s
-    breakdown[name_steady] = None
-    start = time.perf_counter()
-    if len(steps) > 1:
-      cache = runner.steady_cache_spec("decode", first_in, compiled[name_first])
-      cache_shapes_s = time.perf_counter() - start
-      steady_in = runner._slice_time(walk_in, steps[1].start, steps[1].end)
-      breakdown[name_steady], compiled[name_steady] = obtain_program(
-        runner, "decode_steady", (runner.params, steady_in, cache)
-      )
-      breakdown[name_steady]["trace_lower"] += cache_shapes_s
-      start = time.perf_counter()
+  for program in runner.precompile([z.shape]):
+    breakdown[program.name] = {
+      "trace_lower": program.trace_lower_s,
+      "compile": program.compile_s,
+      "cache_hit": program.source in ("jax_cache", "deserialized"),
+      "deserialized": program.source == "deserialized",
+    }
+    compiled[program.name] = program.executable
+    if program.name.startswith("first"):
+      breakdown.setdefault(program.name.replace("first", "steady", 1), None)
   return breakdown, compiled
 
 
@@ -419,10 +370,12 @@ def run_jax(args: dict) -> dict:
     runner.enable_tiling(**args["tiling"])
   if args["phase"] != "warm_exe":
     # Cold: compile (and store executables for warm_exe). Warm: JAX's persistent cache alone, the
-    # warm start most JAX programs get; the stored executables are not looked at.
+    # warm start most JAX programs get; the stored executables are not looked at. Compile-only:
+    # nothing is stored.
     from torchax_vae.core.executables import ExecutableStore
 
-    runner.programs.store = ExecutableStore(None if args["phase"] == "warm" else runner.programs.store.directory)
+    keep = args["phase"] == "cold"
+    runner.programs.store = ExecutableStore(runner.programs.store.directory if keep else None)
 
   z = jnp.asarray(latent(args["latent_shape"], args["seed"]))
   traces = dict(runner.trace_counts)
@@ -449,6 +402,9 @@ def run_jax(args: dict) -> dict:
     start_s["cache_fetch"] = sum(breakdown[name]["compile"] for name in used)
     deserialized = all(breakdown[name]["deserialized"] for name in used)
     traces = dict(runner.trace_counts)
+  if args["phase"] == "compile_only":
+    video = None
+  elif args["phase"] != "warm_exe":
     # The first decode: in the cold phase it also fills the cache with the small programs decode
     # runs around the steps (input checks, slicing, concatenation), as a user's first run would.
     with log.window() as messages:
@@ -481,8 +437,9 @@ def run_jax(args: dict) -> dict:
     "cache_log": [m[:240] for m in log.messages if f"{runner.name}_decode_" in m],
     # SPMD programs are per device: the work of a decode is that times the devices it runs on.
     "flops": None if None in flops else sum(f * runs[n] for f, n in zip(flops, used)) * len(devices),
-    "output_shape": list(video.shape),
+    "output_shape": list(video.shape) if video is not None else decoded_shape(runner, z.shape),
     "notes": notes,
+    "conv3d": runner.steps.fingerprint.get("conv3d"),  # the 3D convolution form the programs use
   }
   result["deserialized"] = deserialized
   if args["phase"] == "warm":
@@ -490,6 +447,13 @@ def run_jax(args: dict) -> dict:
     result["device_memory_mb"] = device_memory_mb(devices)
   result["peak_rss_mb"] = peak_rss_mb()
   return result
+
+
+def decoded_shape(runner, latent_shape) -> list[int]:
+  """The video shape ``runner.decode`` returns for ``latent_shape``, without decoding (untiled)."""
+  b, _, t, h, w = latent_shape
+  s = runner.adapter.spatial_compression
+  return [b, runner.adapter.sample_channels, runner.adapter.decoded_num_frames(t), h * s, w * s]
 
 
 def steady_latency(runner, z, repeats: int, reference: str | None) -> dict:

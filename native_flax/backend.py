@@ -34,12 +34,15 @@ def make_steps(model: nnx.Module) -> tuple[nnx.State, StepFunctions]:
     the encoder then ``quant_conv`` (if any); moments are ``mean ‖ logvar`` on the last axis.
   """
   graphdef, params = nnx.split(model)
+  conv3d_form = conv_lib.conv3d_form()  # fixed for this model's programs (and in their key)
 
   def decode_step(params: nnx.State, z: jax.Array, conv_cache: Any) -> tuple[jax.Array, Any]:
-    return nnx.merge(graphdef, params).decode_step(z, conv_cache)
+    with conv_lib.using_form(conv3d_form):
+      return nnx.merge(graphdef, params).decode_step(z, conv_cache)
 
   def encode_step(params: nnx.State, x: jax.Array, conv_cache: Any) -> tuple[jax.Array, Any]:
-    return nnx.merge(graphdef, params).encode_step(x, conv_cache)
+    with conv_lib.using_form(conv3d_form):
+      return nnx.merge(graphdef, params).encode_step(x, conv_cache)
 
   import flax
 
@@ -47,5 +50,5 @@ def make_steps(model: nnx.Module) -> tuple[nnx.State, StepFunctions]:
 
   port = sys.modules[type(model).__module__]
   source = source_digest(sys.modules[__name__], port, layers, conv_lib, norm_lib)
-  fingerprint = {"flax": flax.__version__, "source": source}
+  fingerprint = {"flax": flax.__version__, "source": source, "conv3d": conv3d_form}
   return params, StepFunctions(layout=LAYOUT, decode_step=decode_step, encode_step=encode_step, fingerprint=fingerprint)

@@ -9,6 +9,7 @@ run is also the ``--tiled`` smoke test (tiling adds about a minute to it, less t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,7 @@ def test_simulated_devices(tiny_dir, tmp_path):
     (["--tiled", "--tile-sample-size", "2,2"], "tiles too small"),
     (["--tiled", "--tile-sample-size", "8,16"], "nothing would be tiled"),  # latent 4x4 fits in a 4x8 latent tile
     (["--tiled"], "nothing would be tiled"),  # diffusers' default: 32x48 px, a 16x24 latent tile
+    (["--compile-only", "--paths", "torch"], "--compile-only measures the JAX paths"),
   ],
 )
 def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, args, message):
@@ -281,3 +283,30 @@ def test_tile_layout_follows_diffusers_wan_tiled_decode():
   assert layout["shapes"] == {"32x32": 8, "32x8": 2, "12x32": 4, "12x8": 1}
   assert worker.tile_layout(wan, (32, 32), tiling) is None
   assert worker.program_runs(wan, 21, layout)["steady 32x32"] == 8 * 20
+
+
+def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path):
+  """``--compile-only``: each JAX path lowered and compiled in its own process, XLA's per-device memory
+  analysis reported, nothing decoded (no torch row, no decode or warm-start figures); the convolution
+  form the programs were built with is recorded (here the accelerators' one, forced on this CPU)."""
+  command = [sys.executable, "-m", "compare.bench", "--compile-only", "--model", str(tiny_wan_dirs["2.2"]),
+             "--latent", "1,4,3,4,4", "--out", str(tmp_path)]  # fmt: skip
+  env = {**os.environ, "TORCHAX_VAE_CONV": "3d"}
+  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "results.json").read_text())
+  assert report["meta"]["compile_only"] is True
+  rows = {r["path"]: r for r in report["results"]}
+  assert sorted(rows) == ["native_flax", "torchax"]  # torch has nothing to compile
+  for path, row in rows.items():
+    assert row["error"] is None, (path, row["error"])
+    assert row["conv3d"] == "3d" and row["programs"] == {"first": 1, "steady": 2}  # runs per decode
+    assert row["output_shape"] == [1, 3, 9, 64, 64]  # 1 + 4 * 2 frames, 16x (patchified Wan 2.2)
+    assert row["decode_s"] is None and row["cache_load_s"] is None and row["max_abs_err"] is None
+    assert set(row["program_memory_per_program_mb"]) == {"first", "steady"}
+    memory = row["program_memory_mb"]
+    assert memory["temp"] > 0 and memory["argument"] > 0 and memory["output"] > 0
+    assert row["compile_s"] > 0 and row["flops"] > 0
+  header = proc.stdout.splitlines()[0]
+  assert "| temp MB | argument MB | output MB |" in header and "decode" not in header
+  assert not (tmp_path / "logs" / "matmul.log").exists()  # nothing run

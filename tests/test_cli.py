@@ -157,6 +157,59 @@ def test_uint8_conversion_bfloat16_is_diffusers_video_processor():
   np.testing.assert_array_equal(pipeline.to_uint8_frames(video), diffusers_uint8(video))
 
 
+def rounding_edges(dtype) -> np.ndarray:
+  """Every value of ``dtype`` in [-1.1, 1.1] that lands within 1e-3 of a half step of 255 (where a
+  rounding difference would show), and the ends."""
+  import ml_dtypes
+
+  if dtype == "bfloat16":
+    values = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16).astype(np.float32)
+  else:
+    values = np.linspace(-1.1, 1.1, 2_000_001, dtype=np.float32)
+  values = values[np.isfinite(values) & (np.abs(values) <= 1.1)]
+  scaled = (values * 0.5 + 0.5) * 255
+  return values[np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_uint8_frames_on_the_device_equal_the_host_conversion(dtype):
+  import jax.numpy as jnp
+  import torch
+
+  edges = rounding_edges(dtype)
+  assert edges.size > 100
+  values = np.concatenate([edges, np.tanh(randn(4096, seed=6)) * 1.2, [-1.0, 0.0, 1.0, -1.5, 1.5]])
+  values = values[: values.size // 48 * 48].astype(np.float32).reshape(-1, 3, 2, 2, 4)  # (B, 3, F, H, W)
+  video = torch.from_numpy(values).to(getattr(torch, dtype))
+  on_device = pipeline.uint8_frames(jnp.asarray(video.float().numpy(), dtype=dtype))
+  assert on_device.dtype == jnp.uint8 and on_device.shape == (values.shape[0], 2, 2, 4, 3)
+  np.testing.assert_array_equal(np.asarray(on_device), diffusers_uint8(video))
+  np.testing.assert_array_equal(np.asarray(on_device), pipeline.to_uint8_frames(video))
+
+
+def test_decode_latents_uint8(tiny_dir, latents):
+  import torch
+
+  model = loaders()["native_flax"](tiny_dir)  # the conversion is the driver's output's, whatever the path
+  video = torchax_vae.decode_latents(model, latents)
+  frames = torchax_vae.decode_latents(model, latents, output_type="uint8")
+  assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.shape == (2, 8, 32, 48, 3)
+  np.testing.assert_array_equal(frames, pipeline.to_uint8_frames(video))
+  as_torch = torchax_vae.decode_latents(model, torch.from_numpy(latents), output_type="uint8")
+  assert as_torch.dtype == torch.uint8 and np.array_equal(as_torch.numpy(), frames)
+  with pytest.raises(ValueError, match="output_type: expected one of video, uint8, got 'pil'"):
+    torchax_vae.decode_latents(model, latents, output_type="pil")
+
+
+def test_progress_true_shows_a_bar(runner, latents, capfd):
+  torchax_vae.decode_latents(runner, latents[:1], progress=True)
+  assert "decode" in capfd.readouterr().err  # tqdm on stderr
+  torchax_vae.decode_latents(runner, latents[:1])
+  assert capfd.readouterr().err == ""  # off by default
+  with pytest.raises(TypeError, match="progress: expected True, False, None or a callable"):
+    runner.decode(latents[:1].transpose(0, 2, 1, 3, 4), progress="yes")
+
+
 # --- the command line --------------------------------------------------------------------------
 
 

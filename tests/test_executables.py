@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import PATHS
+
+import torchax_vae
 
 SCRIPT = """
 import json, sys, warnings
@@ -113,3 +118,79 @@ def test_wan_round_trip_keyed_by_model(tiny_dir, tiny_wan_dirs, tmp_path):
   cogvideox, _ = _run("torchax", tiny_dir, cache, tmp_path, name="cogvideox")
   assert cogvideox["sources"] == COMPILED  # not the Wan entries
   assert len(list((cache / "executables").glob("*.exe"))) == 3
+
+
+class _CreatesAFile:
+  """Unpickling this makes the directory ``path``: stands for any code a planted entry could run."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (os.mkdir, (self.path,))
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_entries_someone_else_could_write_are_not_unpickled(tmp_path):
+  from torchax_vae.core.executables import ExecutableStore
+
+  ran = tmp_path / "code-ran"
+  planted = pickle.dumps({"format": 0, "payload": _CreatesAFile(ran)})
+
+  def attempt(store_dir: Path) -> list[str]:
+    store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (store_dir / "k.exe").write_bytes(planted)
+    os.chmod(store_dir / "k.exe", 0o600)
+    store = ExecutableStore(store_dir)
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      assert store.load("k", None, (), []) is None
+      assert store.load("k", None, (), []) is None  # warned once per store
+    return [str(w.message) for w in caught]
+
+  # A group- or world-writable store directory.
+  loose = tmp_path / "loose"
+  loose.mkdir(mode=0o700)
+  os.chmod(loose, 0o777)
+  (message,) = attempt(loose / "executables")  # the store's parent (JAX's cache dir) counts too
+  assert "is writable by group and others (mode 777)" in message and "compiling instead" in message
+  os.chmod(loose / "executables", 0o770)
+  (message,) = attempt(loose / "executables")
+  assert "writable by group (mode 770)" in message
+  # An entry owned by another user (root can arrange it; elsewhere chown is refused and this case skipped).
+  owned = tmp_path / "owned"
+  try:
+    attempt(owned)  # trusted while it is ours: unpickled, refused as another format, removed
+    assert ran.exists()
+    ran.rmdir()
+    (owned / "k.exe").write_bytes(planted)
+    os.chown(owned / "k.exe", os.getuid() + 12345, -1)
+  except PermissionError:
+    pass
+  else:
+    store = ExecutableStore(owned)
+    with pytest.warns(UserWarning, match=rf"owned by uid {os.getuid() + 12345}, not by this user"):
+      assert store.load("k", None, (), []) is None
+    assert (owned / "k.exe").exists()  # not ours to remove
+  assert not ran.exists()  # no planted entry was unpickled
+  # A sticky, world-writable parent (/tmp) is fine: nobody else can rename the store away.
+  sticky = tmp_path / "sticky"
+  sticky.mkdir(mode=0o700)
+  os.chmod(sticky, 0o1777)
+  assert attempt(sticky / "executables") == [] and ran.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX owners and modes")
+def test_store_is_created_owner_only_and_not_written_where_others_can(tmp_path, tiny_dir):
+  runner = torchax_vae.load(tiny_dir, cache_dir=tmp_path / "cache")
+  runner.decode(np.zeros((1, 4, 2, 4, 4), np.float32))
+  store = tmp_path / "cache" / "executables"
+  assert stat.S_IMODE(store.stat().st_mode) == 0o700 and stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o700
+  assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in store.glob("*.exe")) and any(store.glob("*.exe"))
+  shared = tmp_path / "shared"
+  shared.mkdir(mode=0o700)
+  os.chmod(shared, 0o775)
+  runner = torchax_vae.load(tiny_dir, cache_dir=shared)
+  with pytest.warns(UserWarning, match="not used: .*writable by group"):
+    runner.decode(np.zeros((1, 4, 2, 4, 6), np.float32))
+  assert not any((shared / "executables").glob("*.exe"))

@@ -91,15 +91,18 @@ def check_cache(name: str, ours, ref, tol: float = TOL) -> None:
   assert worst <= tol, f"{name} cache: max abs error {worst:.3e}"
 
 
-# --- Conv3d / Conv2d (3D runs as per-time-tap 2D convolutions) --------------------------------
+# --- Conv3d / Conv2d (3D in both forms: per-time-tap 2D convolutions, one 3D convolution) --------
 
 
+@pytest.mark.parametrize("form", ["taps", "3d"])
 @pytest.mark.parametrize(
   "kernel_size,stride,padding,dilation",
   [(3, 1, (0, 1, 1), 1), ((3, 3, 2), (2, 1, 2), (1, 0, 1), (2, 1, 1)), (1, 1, 0, 1), ((1, 3, 3), 1, 1, 1)],
 )
-def test_conv3d_matches_torch(kernel_size, stride, padding, dilation):
-  name = f"Conv3d k={kernel_size} s={stride} p={padding} d={dilation}"
+def test_conv3d_matches_torch(kernel_size, stride, padding, dilation, form):
+  from torchax_vae.core import conv as conv_lib
+
+  name = f"Conv3d {form} k={kernel_size} s={stride} p={padding} d={dilation}"
   torch.manual_seed(0)
   ref = perturb(torch.nn.Conv3d(4, 6, kernel_size, stride=stride, padding=padding, dilation=dilation), 0)
   ours = nf.Conv3d(4, 6, kernel_size, stride=stride, padding=padding, dilation=dilation, rngs=nnx.Rngs(0))
@@ -108,7 +111,8 @@ def test_conv3d_matches_torch(kernel_size, stride, padding, dilation):
   x = randn(2, 4, 7, 6, 5, seed=1)
   with torch.no_grad():
     expected = ref(pt(x))
-  check(name, run(ours, cl(x)), expected)
+  with conv_lib.using_form(form):
+    check(name, run(ours, cl(x)), expected)
 
 
 # --- CogVideoXCausalConv3d -----------------------------------------------------------------------

@@ -63,12 +63,16 @@ def test_group_norm_matches_torch(dtype):
     ((3, 4, 9), (5, 4, 3), {}),
   ],
 )
-def test_convolution_matches_torch(x_shape, w_shape, kwargs):
+@pytest.mark.parametrize("form", ["taps", "3d"])  # the 3D convolution's form (core.conv.conv3d_form)
+def test_convolution_matches_torch(x_shape, w_shape, kwargs, form):
+  from torchax_vae.core import conv as conv_lib
+
   x, w, b = (torch.from_numpy(randn(*shape, seed=i)) for i, shape in enumerate((x_shape, w_shape, w_shape[:1])))
   conv = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}[len(x_shape)]
   with torch.no_grad():
     expected = conv(x, w, b, **kwargs).numpy()
-  got = _through_torchax(lambda t, k, c: conv(t, k, c, **kwargs), x, w, b)
+  with conv_lib.using_form(form):
+    got = _through_torchax(lambda t, k, c: conv(t, k, c, **kwargs), x, w, b)
   np.testing.assert_allclose(got, expected, atol=1e-5 * max(1.0, np.abs(expected).max()), rtol=0)
 
 

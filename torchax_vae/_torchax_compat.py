@@ -11,6 +11,10 @@ removed from the tables torchax built, and the lookup is restored.  Overloads th
 exactly as before (the patched lookup calls the original first), so torchax's behaviour for every
 real op is unchanged.
 
+Where torch still has those overloads (torch <= 2.12, e.g. the accelerator image's 2.11) nothing is
+missing: every lookup resolves through the original, no placeholder is made (:data:`PLACEHOLDERS`
+stays empty) and nothing is scrubbed, so the shim is a no-op there.
+
 Delete this module (and import ``torchax`` directly) once a torchax release newer than 0.0.13 —
 one that includes the fix for google/torchax#101 — is the pinned version.
 
@@ -26,6 +30,8 @@ import threading
 import types
 
 _lock = threading.Lock()
+# The overloads the import had to stand in for ("aten.prod.dim_Dimname", …); empty where none is missing.
+PLACEHOLDERS: list[str] = []
 
 # Modules torchax 0.0.13 imports only in ``Environment.load_ops``.
 _LAZILY_IMPORTED = (
@@ -86,6 +92,7 @@ def import_torchax() -> types.ModuleType:
     finally:
       packet_cls.__getattr__ = original_getattr
     _scrub_placeholders(placeholders)
+    PLACEHOLDERS[:] = [p.name for p in placeholders]
     return torchax
 
 

@@ -209,13 +209,14 @@ def make_steps(
   env = torchax.default_env()
   install_op_overrides(env)
   jittable = interop.JittableModule(module, dedup_parameters=False)
+  conv3d_form = conv_lib.conv3d_form()  # fixed for this model's programs (and in their key)
 
   def as_jax(step):
     def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
       # JAX values in, torchax tensors through the unmodified torch code, JAX values out.
       params = {k: _torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
       params_t, inputs_t, cache_t = env.j2t_iso((params, inputs, conv_cache))
-      with env, torch.no_grad():
+      with env, torch.no_grad(), conv_lib.using_form(conv3d_form):
         out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t)
       return env.t2j_iso(out)
 
@@ -231,6 +232,7 @@ def make_steps(
     "torchax": torchax.__version__,
     "diffusers": diffusers.__version__,
     "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, *sources),
+    "conv3d": conv3d_form,
   }
   return StepFunctions(
     layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint

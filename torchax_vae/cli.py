@@ -1,4 +1,5 @@
-"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4 [--model HUB_ID_OR_DIR]``.
+"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4 [--model HUB_ID_OR_DIR]``, and
+``python -m torchax_vae precompile --latent B,C,T,H,W [--model ...]`` (build the programs ahead of serving).
 
 LATENTS is a ``.safetensors``, ``.npy`` or ``.pt`` file holding what the model's pipeline returns
 with ``output_type="latent"``: ``(B, T, C, H, W)`` from ``CogVideoXPipeline``, ``(B, C, T, H, W)`` from
@@ -37,18 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     "latents", type=Path, help="a .safetensors, .npy or .pt file: (B, T, C, H, W) for CogVideoX, (B, C, T, H, W) for Wan"
   )
   decode.add_argument("-o", "--output", type=Path, required=True, help="OUT.mp4 (OUT-0.mp4, OUT-1.mp4, … for B > 1)")
-  decode.add_argument(
-    "--model",
-    default=DEFAULT_MODEL,
-    help="hub id or local VAE/pipeline dir of a CogVideoX or Wan VAE (default: %(default)s); its latent "
-    "scaling (scaling_factor; latents_mean/std) must be the pipeline's",
-  )
-  decode.add_argument("--subfolder", default=None, help="subfolder of --model holding the VAE (default: auto)")
-  decode.add_argument("--revision", default=None, help="hub revision")
-  decode.add_argument("--path", choices=PATHS, default="torchax", help="implementation (default: %(default)s)")
-  decode.add_argument("--mesh", default=None, help="e.g. dp=2,tp=4: batch on dp, width on tp (default: one device)")
-  decode.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="(default: %(default)s)")
-  decode.add_argument("--tiled", action="store_true", help="decode in overlapping tiles (diffusers' enable_tiling)")
+  add_model_arguments(decode)
   decode.add_argument("--fps", type=float, default=8, help="frames per second of the MP4 (default: %(default)s)")
   decode.add_argument(
     "--quality", type=float, default=5, help="H.264 quality 1-10, 10 best (default: %(default)s, as diffusers)"
@@ -63,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
   decode.add_argument(
     "--scaling-factor", type=float, default=None, help="CogVideoX: override the VAE config's scaling_factor"
   )
-  decode.add_argument("--cache-dir", default=None, help="compilation cache dir ('off' to disable)")
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
   dist = decode.add_argument_group("multi-host (jax.distributed.initialize)")
   dist.add_argument(
@@ -75,7 +64,47 @@ def build_parser() -> argparse.ArgumentParser:
   dist.add_argument("--num-processes", type=int, default=None)
   dist.add_argument("--process-id", type=int, default=None)
   decode.set_defaults(run=run_decode)
+
+  precompile = commands.add_parser(
+    "precompile",
+    help="build (or load) the programs a decode of given latent shapes runs, and keep them in the cache dir",
+    description="Ahead of serving: build or load every step program a decode (with --encode, also an encode) "
+    "of each --latent shape runs, into the compilation cache dir as JAX cache entries and serialized "
+    "executables, without decoding. A later process with the same model, dtype, mesh, tiling and cache dir "
+    "starts from them. Prints where each program came from and what it took.",
+  )
+  add_model_arguments(precompile)
+  precompile.add_argument(
+    "--latent",
+    action="append",
+    required=True,
+    metavar="B,C,T,H,W",
+    help="a latent shape, in the VAE's layout (B, C, T, H, W); repeat for several, e.g. --latent 1,16,13,60,90",
+  )
+  precompile.add_argument("--encode", action="store_true", help="also the encode of the video those latents decode to")
+  precompile.set_defaults(run=run_precompile)
   return parser
+
+
+def add_model_arguments(command: argparse.ArgumentParser) -> None:
+  """What loads the model and decides its programs: shared by ``decode`` and ``precompile``."""
+  command.add_argument(
+    "--model",
+    default=DEFAULT_MODEL,
+    help="hub id or local VAE/pipeline dir of a CogVideoX or Wan VAE (default: %(default)s); its latent "
+    "scaling (scaling_factor; latents_mean/std) must be the pipeline's",
+  )
+  command.add_argument("--subfolder", default=None, help="subfolder of --model holding the VAE (default: auto)")
+  command.add_argument("--revision", default=None, help="hub revision")
+  command.add_argument("--path", choices=PATHS, default="torchax", help="implementation (default: %(default)s)")
+  command.add_argument("--mesh", default=None, help="e.g. dp=2,tp=4: batch on dp, width on tp (default: one device)")
+  command.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="(default: %(default)s)")
+  command.add_argument("--tiled", action="store_true", help="in overlapping tiles (diffusers' enable_tiling)")
+  command.add_argument("--cache-dir", default=None, help="compilation cache dir ('off' to disable)")
+
+
+class UsageError(ValueError):
+  """A command-line value that cannot be used (exit 2, nothing done)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     return args.run(args)
-  except (LatentsError, OutputPathError, MeshError, CheckpointError) as err:
+  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError) as err:
     print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -118,27 +147,6 @@ def _loader(path: str):
   return torchax_vae.load
 
 
-class _Progress:
-  """A tqdm bar over frame steps (and tiles), filled by the driver's ``progress(done, total)``."""
-
-  def __init__(self, enabled: bool):
-    self.enabled = enabled
-    self.bar = None
-
-  def __call__(self, done: int, total: int) -> None:
-    if not self.enabled:
-      return
-    if self.bar is None:
-      from tqdm.auto import tqdm
-
-      self.bar = tqdm(total=total, desc="decode", unit="step", file=sys.stderr, leave=False)
-    self.bar.update(done - self.bar.n)
-
-  def close(self) -> None:
-    if self.bar is not None:
-      self.bar.close()
-
-
 def run_decode(args: argparse.Namespace) -> int:
   start = time.perf_counter()
   if args.distributed or args.coordinator_address:
@@ -146,6 +154,7 @@ def run_decode(args: argparse.Namespace) -> int:
   import jax
 
   from . import pipeline
+  from .core.progress import ProgressBar
 
   lead = jax.process_index() == 0  # under multi-host, only process 0 writes files and prints
 
@@ -174,14 +183,14 @@ def run_decode(args: argparse.Namespace) -> int:
     runner.enable_tiling()
   loaded = time.perf_counter()
 
-  progress = _Progress(lead and not args.no_progress)
+  progress = ProgressBar(enabled=lead and not args.no_progress)
   try:
-    video = pipeline.decode_latents(
-      runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress
-    )
+    # uint8 frames made on the device: a quarter of float32's bytes come to the host
+    frames = pipeline.decode_latents(
+      runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress, output_type="uint8"
+    )  # (B, F, H, W, 3) numpy; gathered onto every process
   finally:
     progress.close()
-  frames = pipeline.to_uint8_frames(video)  # (B, F, H, W, 3); gathered onto every process
   decoded = time.perf_counter()
 
   if lead:
@@ -198,6 +207,45 @@ def run_decode(args: argparse.Namespace) -> int:
       + (f", {jax.process_count()} processes" if jax.process_count() > 1 else "")
       + f") -> {', '.join(str(p) for p in paths)}"
     )
+  return 0
+
+def parse_latent_shape(text: str, channels: int, model: str) -> tuple[int, ...]:
+  """``"1,16,13,60,90"`` -> ``(1, 16, 13, 60, 90)``, checked against the model's latent channels."""
+  try:
+    shape = tuple(int(n) for n in text.split(","))
+  except ValueError:
+    shape = ()
+  if len(shape) != 5 or min(shape) < 1:
+    raise UsageError(f"--latent {text!r}: expected 5 positive integers B,C,T,H,W")
+  if shape[1] != channels:
+    raise UsageError(f"--latent {text!r}: {model} has {channels} latent channels, the shape has {shape[1]}")
+  return shape
+
+
+def run_precompile(args: argparse.Namespace) -> int:
+  start = time.perf_counter()
+  if args.cache_dir in ("off", "none"):
+    raise UsageError("--cache-dir off: precompile keeps its programs in the cache dir; with none there is nothing to keep")
+  adapter = _adapter(args)  # config only: shapes are checked before any weights are read
+  shapes = [parse_latent_shape(text, adapter.latent_channels, adapter.class_name) for text in args.latent]
+  runner = _loader(args.path)(
+    args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=args.cache_dir, revision=args.revision
+  )
+  if args.tiled:
+    runner.enable_tiling()
+  loaded = time.perf_counter()
+  from .core.compile_cache import resolve_cache_dir
+  from .core.mesh import describe
+
+  for shape in shapes:
+    for program in runner.precompile([shape], encode=args.encode):
+      print(f"{'x'.join(map(str, shape))} {program.describe()}")
+  sources = runner.programs.sources
+  print(
+    f"precompiled {sum(sources.values())} programs ({', '.join(f'{k} {v}' for k, v in sources.items())}) in "
+    f"{time.perf_counter() - loaded:.2f} s (load {loaded - start:.2f} s; {args.path}, {args.dtype}, "
+    f"{describe(runner.mesh)}{', tiled' if args.tiled else ''}) -> {resolve_cache_dir(args.cache_dir)}"
+  )
   return 0
 
 

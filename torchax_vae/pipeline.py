@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .core import kinds
 from .core.errors import CheckpointError
+from .core.progress import ProgressArg
 
 PIPELINE_LAYOUT = "BTCHW"  # what CogVideoXPipeline(..., output_type="latent") returns
 VAE_LAYOUT = "BCTHW"  # what the VAE's decode takes (and what WanPipeline(..., output_type="latent") returns)
@@ -178,7 +179,8 @@ def decode_latents(
   layout: str | None = None,
   scaling_factor: float | None = None,
   check_finite: bool = True,
-  progress: Callable[[int, int], None] | None = None,
+  progress: ProgressArg = None,
+  output_type: str = "video",
 ) -> Any:
   """What the model's pipeline does with its latents, on a JAX runner: latents -> video in ``[-1, 1]``.
 
@@ -191,12 +193,18 @@ def decode_latents(
       ``"BCTHW"`` is the VAE's own); torch tensor, numpy array or ``jax.Array``.
     scaling_factor: CogVideoX only: default ``model.config.scaling_factor``, as the pipeline's
       ``vae_scaling_factor_image``. Wan de-normalises with the config's ``latents_mean``/``latents_std``.
-    progress: ``progress(done, total)`` after each decoded frame step (and tile).
+    progress: ``True`` shows a bar (stderr); a callable gets ``progress(done, total)`` after each
+      decoded frame step (and tile); off by default.
+    output_type: ``"video"``: ``(B, 3, F, H*s, W*s)`` in ``[-1, 1]`` (``vae.decode(<scaled
+      latents>).sample``). ``"uint8"``: the frames diffusers' video processor makes of that video,
+      ``(B, F, H*s, W*s, 3)`` uint8, computed where the video is (:func:`uint8_frames`), so only a
+      quarter of float32's bytes leave the device.
 
-  Returns ``(B, 3, F, H*s, W*s)`` (``vae.decode(<scaled latents>).sample``) of the same kind as
-  ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller JAX, numpy and torch
-  results are gathered onto every process.
+  Returns the same kind as ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller
+  JAX, numpy and torch results are gathered onto every process.
   """
+  if output_type not in OUTPUT_TYPES:
+    raise ValueError(f"output_type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
   adapter = model.adapter
   array, kind = kinds.to_jax(latents, "latents")
   layout = adapter.pipeline_layout if layout is None else layout
@@ -213,10 +221,35 @@ def decode_latents(
   except ValueError as err:
     raise LatentsError(str(err)) from None
   video = model.decode(array, check_finite=False, progress=progress)
+  if output_type == "uint8":
+    video = uint8_frames(video)
   return kinds.from_jax(video, kind)
 
 
 # --- frames out -----------------------------------------------------------------------------------
+
+OUTPUT_TYPES = ("video", "uint8")
+
+
+@jax.jit
+def uint8_frames(video: jax.Array) -> jax.Array:
+  """``(B, 3, F, H, W)`` in ``[-1, 1]`` -> ``(B, F, H, W, 3)`` uint8 on the video's devices: exactly
+  :func:`to_uint8_frames` (diffusers' video processor), without moving float video to the host.
+
+  The processor's ``x * 0.5 + 0.5`` runs in the video's dtype, rounded once per op as torch does: for
+  bfloat16 each op is computed in float32 and rounded to bfloat16 explicitly (``reduce_precision``,
+  which XLA keeps; a plain bfloat16 op may be fused and kept at float32 precision, "excess precision").
+  """
+  x = video.astype(jnp.float32) * 0.5  # exact, also in bfloat16 (a power of two)
+  x = x + 0.5
+  if video.dtype == jnp.bfloat16:
+    x = jax.lax.reduce_precision(x, exponent_bits=8, mantissa_bits=7)
+  elif video.dtype != jnp.float32:
+    raise ValueError(f"video: expected float32 or bfloat16, got {video.dtype}")
+  x = jnp.clip(x, 0.0, 1.0)
+  frames = jnp.round(x * 255.0).astype(jnp.uint8)
+  return jnp.transpose(frames, (0, 2, 3, 4, 1))
+
 
 
 def to_uint8_frames(video: Any) -> np.ndarray:

@@ -41,7 +41,7 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
   if directory is None:
     return None
   try:
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # owner-only: it holds executables (core.executables)
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-"):
       pass
   except OSError as err:
@@ -52,9 +52,13 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
     return None
   current = jax.config.jax_compilation_cache_dir
   jax.config.update("jax_compilation_cache_dir", str(directory))
-  # Cache every program: the decode steps are few and each is worth keeping.
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+  # Cache every program: the decode steps are few and each is worth keeping. (Tuning options a newer
+  # jax may rename: without them JAX's own thresholds apply.)
+  for option, value in (("jax_persistent_cache_min_compile_time_secs", 0.0), ("jax_persistent_cache_min_entry_size_bytes", -1)):
+    try:
+      jax.config.update(option, value)
+    except (AttributeError, KeyError, ValueError) as err:
+      warnings.warn(f"jax {jax.__version__} has no option {option} ({err}); JAX's default applies", stacklevel=3)
   if current and current != str(directory):
     _reset_jax_cache()
   return directory

@@ -17,18 +17,67 @@ stride-1 convolution without padding is therefore computed padded and cut (:func
 same windows for every kept output (fp32 agrees to ~1e-6), 3% more FLOPs at 128x128. Only on CPU:
 TPU/GPU kernels have no such cliff that anyone measured, so there the convolution is left as asked.
 
+Both are facts about XLA:CPU, so both are per-platform choices (:func:`conv3d_form`,
+:func:`pad_valid_convolutions`): on TPU and GPU, where XLA has its own fast 3D convolutions (cuDNN,
+the TPU's convolution units), a 3D convolution is one ``conv_general_dilated`` and an unpadded one is
+left as asked, until a measurement on those platforms says otherwise. ``TORCHAX_VAE_CONV=taps|3d``
+overrides the 3D form on any platform (for measuring); both forms are exact.
+
 ``native_flax`` calls :func:`conv_channels_last` from its ``Conv3d``/``Conv2d``; ``torchax_vae`` from
 its ``aten.convolution`` override (``torchax_vae.backend``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+
+ENV_VAR = "TORCHAX_VAE_CONV"
+FORMS = ("taps", "3d")
+# The 3D form each platform defaults to. CPU: measured (module docstring). GPU/TPU: one 3D convolution,
+# the form XLA optimises there, until a run on that platform measures otherwise.
+DEFAULT_FORMS = {"cpu": "taps"}
+
+
+_active_form: contextvars.ContextVar[str | None] = contextvars.ContextVar("conv3d_form", default=None)
+
+
+def conv3d_form(platform: str | None = None) -> str:
+  """``"taps"`` (per-time-tap 2D convolutions summed) or ``"3d"`` (one 3D convolution).
+
+  Inside :func:`using_form`, that form; else ``$TORCHAX_VAE_CONV`` if set, else the platform's default
+  (``taps`` on CPU, ``3d`` elsewhere). The backends read it once when a model is loaded, trace their
+  steps under :func:`using_form` with it, and put it in their stored executables' key.
+  """
+  active = _active_form.get()
+  if active is not None:
+    return active
+  form = os.environ.get(ENV_VAR, "").strip().lower()
+  if form:
+    if form not in FORMS:
+      raise ValueError(f"${ENV_VAR}={os.environ[ENV_VAR]!r}: expected one of {', '.join(FORMS)} (or unset: per platform)")
+    return form
+  return DEFAULT_FORMS.get(platform or jax.default_backend(), "3d")
+
+
+@contextlib.contextmanager
+def using_form(form: str) -> Iterator[None]:
+  """Traces the convolutions inside in ``form`` (``"taps"`` or ``"3d"``), whatever the environment says."""
+  if form not in FORMS:
+    raise ValueError(f"conv3d form: expected one of {', '.join(FORMS)}, got {form!r}")
+  token = _active_form.set(form)
+  try:
+    yield
+  finally:
+    _active_form.reset(token)
 
 
 def pad_valid_convolutions() -> bool:
@@ -99,6 +148,27 @@ def conv3d_by_time_taps(
   return out.astype(x.dtype).reshape(batch, out_frames, *out.shape[1:])
 
 
+def conv3d(
+  x: Array,
+  kernel: Array,
+  bias: Array | None,
+  stride: tuple[int, int, int],
+  padding: tuple[int, int, int],
+  dilation: tuple[int, int, int],
+) -> Array:
+  """``(N, T, H, W, C)`` * ``(kT, kH, kW, C, O)`` (+ bias) as one 3D convolution (the TPU/GPU form);
+  accumulation is the convolution's own."""
+  out = jax.lax.conv_general_dilated(
+    x,
+    kernel.astype(x.dtype),
+    window_strides=stride,
+    padding=[(p, p) for p in padding],
+    rhs_dilation=dilation,
+    dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+  )
+  return out if bias is None else out + bias.astype(out.dtype)
+
+
 def conv_channels_last(
   x: Array,
   kernel: Array,
@@ -107,8 +177,11 @@ def conv_channels_last(
   padding: tuple[int, ...],
   dilation: tuple[int, ...],
 ) -> Array:
-  """2D ``(N, H, W, C)`` or 3D ``(N, T, H, W, C)`` convolution (+ bias); 3D by time taps, 2D as one."""
+  """2D ``(N, H, W, C)`` or 3D ``(N, T, H, W, C)`` convolution (+ bias); 3D in the platform's form
+  (:func:`conv3d_form`), 2D as one."""
   if kernel.ndim == 5:
-    return conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
+    if conv3d_form() == "taps":
+      return conv3d_by_time_taps(x, kernel, bias, stride, padding, dilation)
+    return conv3d(x, kernel, bias, stride, padding, dilation)
   out = conv2d(x, kernel, stride, padding, dilation)
   return out if bias is None else out + bias.astype(out.dtype)

@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,8 @@ from jax.sharding import Mesh
 
 from . import executables, kinds
 from . import mesh as mesh_lib
+from . import progress as progress_lib
+from .progress import ProgressArg
 from .models import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
 from .tiling import TileGrid
 
@@ -55,6 +58,24 @@ class StepFunctions:
   # What the compiled programs depend on besides config, dtype and inputs (package versions, a
   # digest of the step code): part of the key of stored executables.
   fingerprint: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Precompiled:
+  """One step program :meth:`Runner.precompile` built or loaded."""
+
+  kind: str  # "decode" or "encode"
+  name: str  # "first" / "steady"; tiled: "first 30x45" (the tile's size in the walk's pixels)
+  # "compiled" (a fresh XLA compile, stored as an executable), "jax_cache" (traced, lowered, fetched
+  # from JAX's persistent cache), "deserialized" (a stored executable) or "memory" (this runner had it)
+  source: str
+  trace_lower_s: float  # tracing and lowering (with preparing the inputs); 0 for a stored executable
+  compile_s: float  # XLA compile, JAX cache fetch, or deserialization
+  executable: Any  # the compiled program: memory_analysis(), cost_analysis(), as_text()
+
+  def describe(self) -> str:
+    source = "already built by this runner" if self.source == "memory" else self.source
+    return f"{self.kind} {self.name}: {source} in {self.trace_lower_s + self.compile_s:.2f} s"
 
 
 class Runner:
@@ -181,16 +202,93 @@ class Runner:
     """The jitted (first, steady) programs for ``kind`` in ``{"decode", "encode"}`` (for lowering/benchmarks)."""
     return self._jitted[f"{kind}_first"], self._jitted[f"{kind}_steady"]
 
-  def steady_cache_spec(self, kind: str, first_in: Any, first_compiled) -> Any:
-    """The conv cache ``{kind}_steady`` takes after ``first_compiled`` ran on ``first_in``, abstract.
+  @staticmethod
+  def steady_cache_spec(first_compiled) -> Any:
+    """The conv cache the steady program takes after ``first_compiled`` ran, abstract.
 
-    Shapes from an abstract trace (the first step is not run), placed with the first program's
-    output shardings: a width the mesh does not divide is padded inside jit, so no sharding built
-    outside it would match. For lowering the steady program ahead of a decode (benchmarks).
+    The compiled first program's own output info (no trace, also for a deserialized one): shapes
+    as it pads them and its output shardings, exactly what a decode hands the steady program (a
+    width the mesh does not divide is padded inside jit, so no sharding built outside would match).
+    For lowering the steady program ahead of a decode (:meth:`precompile`).
     """
-    _, cache = jax.eval_shape(self._jitted[f"{kind}_first"], self.params, first_in)
-    return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), cache, first_compiled.output_shardings[1]
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), first_compiled.out_info[1])
+
+  def precompile(self, latent_shapes: Any, *, encode: bool = False) -> list[Precompiled]:
+    """Builds or loads every step program a ``decode`` of each latent shape ``(B, C, T, H, W)`` runs
+    (first and steady step; each tile shape, with tiling as now enabled), without running one.
+
+    With ``encode=True`` also those an ``encode`` of the video such latents decode to runs. A decode
+    or encode of those shapes afterwards traces and compiles nothing. Returns one
+    :class:`Precompiled` per program, saying where it came from and what it cost.
+    """
+    shapes = [tuple(latent_shapes)] if latent_shapes and isinstance(latent_shapes[0], int) else list(latent_shapes)
+    if not shapes:
+      raise ValueError("precompile: expected one or more latent shapes (B, C, T, H, W), got none")
+    records = []
+    for shape in shapes:
+      shape = self._check_shape(shape, "latent_shapes", self.adapter.latent_channels, "latent channels")
+      records += self._precompile(DECODE, shape)
+      if encode:
+        b, _, t, h, w = shape
+        s = self.adapter.spatial_compression
+        video = (b, self.adapter.sample_channels, self.adapter.decoded_num_frames(t), h * s, w * s)
+        self.adapter.check_sample(jax.ShapeDtypeStruct(video, self.compute_dtype), "video")
+        records += self._precompile(ENCODE, video)
+    return records
+
+  def _check_shape(self, shape: Any, name: str, channels: int, channel_name: str) -> tuple[int, ...]:
+    try:
+      shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError):
+      raise ValueError(f"{name}: expected shapes of 5 ints (B, C, T, H, W), got {shape!r}") from None
+    kinds.validate_video(jax.ShapeDtypeStruct(shape, self.compute_dtype), name, channels=channels, channel_name=channel_name)
+    return shape
+
+  def _precompile(self, kind: str, shape: tuple[int, ...]) -> list[Precompiled]:
+    """The programs of a ``kind`` walk over an input of ``shape`` (the caller's), obtained with the
+    arguments that walk gives them: the input prepared and sliced (to the tile and step) as the walk
+    does it (from zeros of only the frames the first two steps take), the cache as the first program
+    leaves it."""
+    start = time.perf_counter()
+    plan = self.plan(kind, shape[2])
+    frames = plan[min(1, len(plan) - 1)].end
+    x = jnp.zeros((*shape[:2], frames, *shape[3:]), self.compute_dtype)
+    if kind == ENCODE:
+      x = self.adapter.before_encode(x)
+    x = self._prepare(x)
+    grid = self.tile_grid(kind, *shape[3:])  # decided on the caller's sizes, as decode/encode do
+    walks = {"": x}
+    if grid is not None:
+      h_axis, w_axis = self._spatial_axes()
+      for rows, cols in (tile for row in grid.tiles(x.shape[h_axis], x.shape[w_axis]) for tile in row):
+        walks.setdefault(f" {rows.stop - rows.start}x{cols.stop - cols.start}", self._tile(x, rows, cols))
+      del walks[""]
+    records = []
+    for suffix, walk_in in walks.items():
+      first_in = self._slice_time(walk_in, plan[0].start, plan[0].end)
+      records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in), time.perf_counter() - start))
+      if len(plan) > 1:
+        start = time.perf_counter()
+        cache = self.steady_cache_spec(records[-1].executable)
+        steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end)
+        records.append(self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache), time.perf_counter() - start))
+      start = time.perf_counter()
+    return records
+
+  def _obtain(self, kind: str, name: str, args: tuple, prepare_s: float) -> Precompiled:
+    """One program through :class:`executables.Programs` (memory, store, compile), timed and sourced."""
+    label = f"{kind}_{name.split()[0]}"
+    timings, sources = dict(self.programs.timings), dict(self.programs.sources)
+    executable = self.programs.get(label, self._jitted[label], args)
+    spent = {k: v - timings[k] for k, v in self.programs.timings.items()}
+    came = [k for k, v in self.programs.sources.items() if v > sources[k]]
+    return Precompiled(
+      kind=kind,
+      name=name,
+      source=came[0] if came else "memory",
+      trace_lower_s=prepare_s + spent["trace_lower"],
+      compile_s=spent["compile"] + spent["deserialize"],
+      executable=executable,
     )
 
   # --- layouts ---------------------------------------------------------------------------------
@@ -332,13 +430,15 @@ class Runner:
 
   # --- public API ------------------------------------------------------------------------------
 
-  def decode(self, z: Any, *, check_finite: bool = True, progress: Callable[[int, int], None] | None = None) -> Any:
+  def decode(self, z: Any, *, check_finite: bool = True, progress: ProgressArg = None) -> Any:
     """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, H * s, W * s)``, as diffusers' ``vae.decode(z).sample``.
 
     No latent scaling is applied. ``z`` may be a torch tensor, numpy array or ``jax.Array``; the
     result is of the same kind (a ``jax.Array`` stays on device), in the model's dtype.
-    ``progress(done, total)``, if given, is called after each frame step (of each tile) has run.
+    ``progress``: ``True`` shows a bar; a callable ``progress(done, total)`` is called after each frame
+    step (of each tile) has run; off by default.
     """
+    progress = progress_lib.callback(progress)
     array, kind = kinds.to_jax(z, "z")
     kinds.validate_video(array, "z", channels=self.adapter.latent_channels, channel_name="latent channels")
     if check_finite:
@@ -354,6 +454,17 @@ class Runner:
     Without ``key``: the posterior mean (diffusers ``latent_dist.mode()``). With a JAX PRNG ``key``:
     a sample ``mean + std * N(0, 1)`` drawn with that key (diffusers' ``latent_dist.sample()``).
     """
+    moments, kind = self._encode_moments(x, check_finite)
+    return kinds.from_jax(self.adapter.posterior(moments, key), kind)
+
+  def encode_moments(self, x: Any, *, check_finite: bool = True) -> Any:
+    """Video ``(B, 3, F, H, W)`` -> the posterior's parameters ``(B, 2C, T, H / s, W / s)``: mean, then
+    log-variance on channels, as diffusers hands them to ``DiagonalGaussianDistribution`` (for a
+    sampler of the caller's own, e.g. a torch generator)."""
+    moments, kind = self._encode_moments(x, check_finite)
+    return kinds.from_jax(moments, kind)
+
+  def _encode_moments(self, x: Any, check_finite: bool) -> tuple[jax.Array, str]:
     array, kind = kinds.to_jax(x, "x")
     kinds.validate_video(array, "x", channels=self.adapter.sample_channels, channel_name="image channels")
     self.adapter.check_sample(array, "x")
@@ -364,7 +475,15 @@ class Runner:
     moments = self._run(ENCODE, prepared) if grid is None else self._run_tiled(ENCODE, prepared, grid)
     if moments.shape[0] != array.shape[0]:  # cut before sampling: a key's noise must not see the batch padding
       moments = moments[: array.shape[0]]
-    return kinds.from_jax(self.adapter.posterior(moments, key), kind)
+    return moments, kind
+
+  def as_diffusers(self, *, device: Any = "cpu") -> Any:
+    """This model as the ``vae`` of a diffusers pipeline (``torchax_vae.diffusers_vae.DiffusersVAE``):
+    ``CogVideoXPipeline(..., vae=runner.as_diffusers())`` or ``pipe.vae = runner.as_diffusers()``.
+    ``device``: the torch device it reports (Wan pipelines move latents there first)."""
+    from torchax_vae.diffusers_vae import DiffusersVAE
+
+    return DiffusersVAE(self, device=device)
 
 
 def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:

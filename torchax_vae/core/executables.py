@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import pickle
+import stat
 import tempfile
 import threading
 import time
@@ -77,11 +78,69 @@ def persistent_cache_hits() -> int:
   return getattr(_hits, "count", 0)
 
 
+def _serializer():
+  """``jax.experimental.serialize_executable``, or ``None`` (with one warning) where this jax has none:
+  an experimental API a newer jax may move. Without it the store is not used and programs compile."""
+  global _SERIALIZER_WARNED
+  try:
+    from jax.experimental import serialize_executable
+  except ImportError as err:
+    if not _SERIALIZER_WARNED:
+      _SERIALIZER_WARNED = True
+      warnings.warn(
+        f"jax {jax.__version__} has no jax.experimental.serialize_executable ({err}); stored executables are "
+        "neither read nor written (programs compile, and JAX's persistent cache still applies)",
+        stacklevel=5,
+      )
+    return None
+  return serialize_executable
+
+
+_SERIALIZER_WARNED = False
+
+
+def untrusted(path: Path) -> str | None:
+  """Why ``path`` (a store directory or entry) must not be unpickled, or ``None``.
+
+  Loading an entry unpickles it, which can run any code: only what this user owns, and what nobody
+  else can write or swap (the directory and its parent not writable by group or others, save a sticky
+  parent such as ``/tmp``), is loaded. Platforms without POSIX owners (Windows) are not checked.
+  """
+  if not hasattr(os, "getuid"):
+    return None
+  for item, role in ((path, "it"), (path.parent, "its directory")):
+    info = item.stat()
+    if role == "it" and info.st_uid != os.getuid():
+      return f"{item} is owned by uid {info.st_uid}, not by this user (uid {os.getuid()})"
+    others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if others_write and not (role == "its directory" and info.st_mode & stat.S_ISVTX):
+      who = " and ".join(n for n, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if others_write & bit)
+      return f"{item} is writable by {who} (mode {stat.S_IMODE(info.st_mode):o})"
+  return None
+
+
 class ExecutableStore:
-  """A directory of serialized executables (``None`` directory: memory only)."""
+  """A directory of serialized executables (``None`` directory: memory only).
+
+  Created owner-only (``0700``, entries ``0600``). A store someone else could have written (see
+  :func:`untrusted`) is neither read nor written: one warning, and programs compile.
+  """
 
   def __init__(self, directory: str | os.PathLike | None):
     self.directory = Path(directory) if directory is not None else None
+    self._refused = False  # warned about an untrusted store already
+
+  def _trusted(self, *paths: Path) -> bool:
+    """Whether ``paths`` (the store's directory, then an entry) may be used; warns once per store."""
+    for path in paths:
+      reason = untrusted(path)
+      if reason is not None:
+        if not self._refused:
+          self._refused = True
+          message = f"stored executables in {self.directory} not used: {reason}; compiling instead"
+          warnings.warn(message, stacklevel=5)
+        return False
+    return True
 
   def _path(self, key: str) -> Path:
     assert self.directory is not None
@@ -93,8 +152,9 @@ class ExecutableStore:
     path = self._path(key)
     if not path.is_file():
       return None
-    from jax.experimental import serialize_executable
-
+    serialize_executable = _serializer()
+    if serialize_executable is None or not self._trusted(self.directory, path):
+      return None
     try:
       with path.open("rb") as handle:
         payload = pickle.load(handle)
@@ -125,11 +185,14 @@ class ExecutableStore:
   def save(self, key: str, compiled, sig: tuple) -> None:
     if self.directory is None:
       return
-    from jax.experimental import serialize_executable
-
+    serialize_executable = _serializer()
+    if serialize_executable is None:
+      return
     try:
+      self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+      if not self._trusted(self.directory):
+        return  # an entry written there could be replaced before it is read
       executable, _, out_tree = serialize_executable.serialize(compiled)
-      self.directory.mkdir(parents=True, exist_ok=True)
       payload = {"format": FORMAT_VERSION, "signature": repr(sig), "executable": executable, "out_tree": out_tree}
       # Written whole under a temporary name, then renamed: a reader never sees half a file.
       fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")

@@ -1,0 +1,183 @@
+"""The drop-in VAE (``runner.as_diffusers()``) inside real diffusers pipelines.
+
+Each pipeline is built from tiny random components (a tiny transformer, a tiny VAE config, a
+scheduler; prompt embeddings passed in, so no text encoder) as diffusers' own pipeline tests build
+them, and run twice with the same generator: with diffusers' VAE and with ours on the same weights.
+The transformer runs in PyTorch both times; only the VAE differs. fp32 frames (the video processor's
+[0, 1] output) agree within ``FRAMES_TOL``; as uint8, exactly or by one step.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import loaders
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")  # diffusers' video pipelines import it (their text encoders)
+
+import diffusers  # noqa: E402
+
+from torchax_vae.diffusers_vae import DiffusersVAE, attach  # noqa: E402
+
+FRAMES_TOL = 1e-4  # max abs on the video processor's [0, 1] frames, fp32
+COGVIDEOX_VAE = dict(  # diffusers' tests/pipelines/cogvideo: 8x space, 4x time
+  in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+  block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+)  # fmt: skip
+WAN_VAE = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+WAN_TRANSFORMER = dict(
+  patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, out_channels=16, text_dim=32, freq_dim=256,
+  ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+)  # fmt: skip
+
+
+def _saved(vae, directory):
+  vae.save_pretrained(directory)
+  return directory
+
+
+@pytest.fixture(scope="module")
+def cogvideox_vae(tmp_path_factory):
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKLCogVideoX(**COGVIDEOX_VAE).eval()
+  return vae, _saved(vae, tmp_path_factory.mktemp("cogvideox-vae"))
+
+
+@pytest.fixture(scope="module")
+def wan_vae(tmp_path_factory):
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKLWan(**WAN_VAE).eval()
+  return vae, _saved(vae, tmp_path_factory.mktemp("wan-vae"))
+
+
+def _embeds(seed: int) -> dict:
+  g = torch.Generator().manual_seed(seed)
+  return {"prompt_embeds": torch.randn(1, 16, 32, generator=g), "negative_prompt_embeds": torch.randn(1, 16, 32, generator=g)}
+
+
+def cogvideox_t2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.CogVideoXTransformer3DModel(
+    num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=32,
+    num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+    max_text_seq_length=16,
+  )  # fmt: skip
+  pipe = diffusers.CogVideoXPipeline(
+    tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=diffusers.DDIMScheduler()
+  )
+  return pipe, dict(height=16, width=16, num_frames=8)
+
+
+def cogvideox_i2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.CogVideoXTransformer3DModel(
+    num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4, time_embed_dim=2, text_embed_dim=32,
+    num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+    max_text_seq_length=16, use_rotary_positional_embeddings=True, use_learned_positional_embeddings=True,
+  )  # fmt: skip
+  pipe = diffusers.CogVideoXImageToVideoPipeline(
+    tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=diffusers.DDIMScheduler()
+  )
+  return pipe, dict(height=16, width=16, num_frames=8, image=_image(16, 16))
+
+
+def wan_t2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.WanTransformer3DModel(in_channels=16, **WAN_TRANSFORMER)
+  scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0)
+  pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=transformer)
+  return pipe, dict(height=16, width=16, num_frames=9)
+
+
+def wan_i2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.WanTransformer3DModel(in_channels=36, **WAN_TRANSFORMER)  # 16 latent + 4 mask + 16 condition
+  scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0)
+  pipe = diffusers.WanImageToVideoPipeline(
+    tokenizer=None, text_encoder=None, vae=vae, scheduler=scheduler, transformer=transformer, image_processor=None,
+    image_encoder=None,
+  )  # fmt: skip
+  return pipe, dict(height=16, width=16, num_frames=9, image=_image(16, 16))
+
+
+def _image(height: int, width: int):
+  from PIL import Image
+
+  pixels = np.random.default_rng(7).integers(0, 256, (height, width, 3), dtype=np.uint8)
+  return Image.fromarray(pixels)
+
+
+def _frames(pipe, kwargs) -> np.ndarray:
+  """The pipeline's video as the video processor's float frames in [0, 1], (F, 3, H, W)."""
+  out = pipe(**_embeds(1), **kwargs, num_inference_steps=2, guidance_scale=6.0,
+             generator=torch.Generator().manual_seed(0), output_type="pt")  # fmt: skip
+  return out.frames[0].float().numpy()
+
+
+PIPELINES = {
+  "CogVideoXPipeline": (cogvideox_t2v, "cogvideox_vae"),
+  "CogVideoXImageToVideoPipeline": (cogvideox_i2v, "cogvideox_vae"),
+  "WanPipeline": (wan_t2v, "wan_vae"),
+  "WanImageToVideoPipeline": (wan_i2v, "wan_vae"),
+}
+
+
+@pytest.mark.parametrize("name", list(PIPELINES))
+def test_pipeline_with_the_drop_in_vae_makes_diffusers_frames(name, request):
+  build, vae_fixture = PIPELINES[name]
+  torch_vae, directory = request.getfixturevalue(vae_fixture)
+  expected = _frames(*build(torch_vae))
+  ours = loaders()["torchax"](directory, cache_dir=False).as_diffusers()
+  got = _frames(*build(ours))
+  assert got.shape == expected.shape
+  err = float(np.abs(got - expected).max())
+  assert err <= FRAMES_TOL, (name, err)
+  as_uint8 = [np.round(f * 255).astype(np.int16) for f in (got, expected)]
+  assert np.abs(as_uint8[0] - as_uint8[1]).max() <= 1
+
+
+def test_assigned_over_a_loaded_pipeline_native_flax(wan_vae):
+  """``pipe.vae = ...`` on a pipeline built with diffusers' VAE; the native port this time."""
+  torch_vae, directory = wan_vae
+  pipe, kwargs = wan_t2v(torch_vae)
+  expected = _frames(pipe, kwargs)
+  pipe.vae = loaders()["native_flax"](directory, cache_dir=False).as_diffusers()
+  np.testing.assert_allclose(_frames(pipe, kwargs), expected, atol=FRAMES_TOL, rtol=0)
+
+
+def test_attach_to_a_pipeline_built_without_a_vae(cogvideox_vae):
+  """A pipeline built with ``vae=None`` took diffusers' fallback factors; ``attach`` sets them from ours."""
+  torch_vae, directory = cogvideox_vae
+  pipe, kwargs = cogvideox_t2v(torch_vae)
+  expected = _frames(pipe, kwargs)
+  bare, _ = cogvideox_t2v(None)
+  assert bare.vae_scaling_factor_image == 0.7  # the fallback, not this VAE's 1.15258426
+  attach(bare, loaders()["torchax"](directory, cache_dir=False).as_diffusers())
+  assert bare.vae_scaling_factor_image == pytest.approx(torch_vae.config.scaling_factor)
+  np.testing.assert_allclose(_frames(bare, kwargs), expected, atol=FRAMES_TOL, rtol=0)
+
+
+def test_interface_details(cogvideox_vae):
+  torch_vae, directory = cogvideox_vae
+  vae = loaders()["torchax"](directory, cache_dir=False, dtype="bfloat16").as_diffusers()
+  assert isinstance(vae, DiffusersVAE) and vae.dtype == torch.bfloat16 and vae.device == torch.device("cpu")
+  saved = json.loads((directory / "config.json").read_text())
+  assert dict(vae.config) == {k: v for k, v in saved.items() if not k.startswith("_")}  # the whole config
+  assert list(vae.modules()) == [vae] and not hasattr(vae, "_hf_hook") and bool(vae)
+  z = torch.randn(2, 4, 2, 2, 2, dtype=torch.bfloat16)
+  video = vae.decode(z, return_dict=False)[0]
+  assert video.dtype == torch.bfloat16 and video.shape == (2, 3, 8, 16, 16)
+  vae.enable_slicing()  # one item at a time, as diffusers' use_slicing
+  torch.testing.assert_close(vae.decode(z).sample, video, atol=0, rtol=0)
+  posterior = vae.encode(video.float()).latent_dist
+  assert posterior.mode().dtype == torch.float32 and posterior.mode().shape == (2, 4, 2, 2, 2)
+  vae.enable_tiling(tile_sample_min_height=8, tile_sample_min_width=8)
+  assert vae.use_tiling and vae.runner.tiling.tile_sample_min_height == 8
+  with pytest.raises(ValueError, match="this VAE runs in torch.bfloat16 .* load it with dtype='float32'"):
+    vae.to(torch.float32)
+  assert vae.to("meta").device == torch.device("meta")
+  with pytest.raises(TypeError, match="z: expected a torch.Tensor"):
+    vae.decode(np.zeros((1, 4, 2, 2, 2), np.float32))

@@ -1,0 +1,165 @@
+"""A drop-in ``vae`` for diffusers pipelines: the pipeline's transformer runs in PyTorch as before, its VAE
+through this project (either path, any mesh), with no other change to the user's code.
+
+    vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
+    pipe = CogVideoXPipeline.from_pretrained("THUDM/CogVideoX-2b", vae=None, ...)  # or load it whole
+    pipe.vae = vae.as_diffusers(device="cuda")                                     # then replace it
+    video = pipe(prompt, ...).frames
+
+What the pipelines read from their ``vae`` (diffusers 0.42, read from their source), and what this
+object answers with:
+
+* ``CogVideoXPipeline`` / ``CogVideoXImageToVideoPipeline``: ``config.block_out_channels``,
+  ``config.temporal_compression_ratio``, ``config.scaling_factor`` (``__init__``),
+  ``config.invert_scale_latents`` (image-to-video), ``decode(z).sample`` and, image-to-video,
+  ``encode(image).latent_dist.sample(generator)``, one image at a time.
+* ``WanPipeline`` / ``WanImageToVideoPipeline``: ``config.scale_factor_temporal``,
+  ``config.scale_factor_spatial``, ``config.latents_mean``, ``config.latents_std``, ``config.z_dim``,
+  ``dtype`` and the device (``get_module_execution_device``: ``modules()``, ``device``),
+  ``decode(z, return_dict=False)[0]`` and, image-to-video, ``encode(video).latent_dist.mode()``.
+
+``config`` is the VAE's whole diffusers config. ``encode`` returns diffusers' own
+``DiagonalGaussianDistribution`` over the posterior's parameters as torch tensors, so a torch
+``generator`` draws exactly the noise diffusers' VAE would draw. Tensors come back on the caller's
+torch device and in its dtype. ``enable_tiling``/``disable_tiling`` are the model's (diffusers'
+arguments); ``enable_slicing`` decodes and encodes one batch item at a time, as diffusers does.
+
+Not an ``nn.Module``: ``pipe.to(...)`` and CPU offload leave it alone (its weights live on JAX's devices,
+placed at load), and ``DiffusionPipeline.from_pretrained(..., vae=...)`` refuses it (diffusers checks
+for a ``ModelMixin``): pass ``vae=None`` and assign it afterwards, or assign it over the loaded one
+(before that, a pipeline built with ``vae=None`` uses fallback scale factors; see :func:`attach`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import FrozenDict
+from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+from .core import kinds
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class DiffusersVAE:
+  """A runner (``torchax_vae.load`` / ``native_flax.load``) with the interface diffusers' video
+  pipelines use of their ``vae``. ``device``: the torch device it reports (where Wan pipelines put the
+  latents before decoding and where results come back when the input was elsewhere)."""
+
+  def __init__(self, runner: Any, *, device: Any = "cpu"):
+    self.runner = runner
+    self.config = FrozenDict(runner.adapter.config.to_dict())
+    self._device = torch.device(device)
+    self.use_slicing = False
+
+  # --- what pipelines and their helpers look at -----------------------------------------------------
+
+  @property
+  def dtype(self) -> torch.dtype:
+    return DTYPES[self.runner.dtype]
+
+  @property
+  def device(self) -> torch.device:
+    return self._device
+
+  def modules(self):
+    """diffusers' ``get_module_execution_device`` walks a component's modules looking for offload hooks."""
+    return iter([self])
+
+  def to(self, *args: Any, **kwargs: Any) -> DiffusersVAE:
+    """Records the device results come back to; the dtype is the one the model was loaded in."""
+    device = kwargs.pop("device", None)
+    dtype = kwargs.pop("dtype", None)
+    for arg in args:
+      if isinstance(arg, torch.dtype):
+        dtype = arg
+      elif arg is not None:
+        device = arg
+    if kwargs:
+      raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
+    if dtype is not None and dtype != self.dtype:
+      raise ValueError(
+        f"to(dtype={dtype}): this VAE runs in {self.dtype} (its programs are compiled for it); "
+        f"load it with dtype={str(dtype).removeprefix('torch.')!r} instead"
+      )
+    if device is not None:
+      self._device = torch.device(device)
+    return self
+
+  def __repr__(self) -> str:
+    return f"DiffusersVAE({self.runner.adapter.class_name} via {self.runner.name}, {self.runner.dtype}, device={self.device})"
+
+  # --- tiling and slicing (diffusers' names) --------------------------------------------------------
+
+  def enable_tiling(self, *args: Any, **kwargs: Any) -> None:
+    self.runner.enable_tiling(*args, **kwargs)
+
+  def disable_tiling(self) -> None:
+    self.runner.disable_tiling()
+
+  @property
+  def use_tiling(self) -> bool:
+    return self.runner.tiling is not None
+
+  def enable_slicing(self) -> None:
+    self.use_slicing = True
+
+  def disable_slicing(self) -> None:
+    self.use_slicing = False
+
+  # --- decode / encode --------------------------------------------------------------------------------
+
+  def decode(self, z: torch.Tensor, return_dict: bool = True, **_: Any) -> DecoderOutput | tuple[torch.Tensor]:
+    """``(B, C, T, H, W)`` latents (already scaled by the pipeline) -> ``DecoderOutput(sample=(B, 3, F,
+    H*s, W*s))``, or ``(sample,)`` with ``return_dict=False``; on ``z``'s device, in ``z``'s dtype."""
+    video = self._per_item(self.runner.decode, _tensor(z, "z"))
+    video = _like(video, z)
+    return DecoderOutput(sample=video) if return_dict else (video,)
+
+  def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[Any]:
+    """``(B, 3, F, H, W)`` video in ``[-1, 1]`` -> ``AutoencoderKLOutput(latent_dist=...)``: diffusers'
+    ``DiagonalGaussianDistribution`` (``sample(generator)``, ``mode()``) on ``x``'s device and dtype."""
+    moments = _like(self._per_item(self.runner.encode_moments, _tensor(x, "x")), x)
+    posterior = DiagonalGaussianDistribution(moments)
+    return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+  def _per_item(self, fn, tensor: torch.Tensor) -> torch.Tensor:
+    """``fn`` on the whole batch, or (slicing, as diffusers' ``use_slicing``) one item at a time."""
+    if self.use_slicing and tensor.shape[0] > 1:
+      return torch.cat([fn(item) for item in tensor.split(1)])
+    return fn(tensor)
+
+
+def _tensor(value: Any, name: str) -> torch.Tensor:
+  if not isinstance(value, torch.Tensor):
+    raise TypeError(f"{name}: expected a torch.Tensor (what diffusers pipelines pass), got {type(value).__name__}")
+  return value
+
+
+def _like(result: Any, reference: torch.Tensor) -> torch.Tensor:
+  """``result`` (a CPU torch tensor from the runner) on ``reference``'s device, in its dtype."""
+  if not isinstance(result, torch.Tensor):  # defensive: the runner gives back the kind it was given
+    result = kinds.from_jax(result, kinds.TORCH)
+  return result.to(device=reference.device, dtype=reference.dtype)
+
+
+def attach(pipe: Any, vae: DiffusersVAE) -> Any:
+  """``pipe.vae = vae``, and the scale factors a pipeline derives from its VAE in ``__init__`` set from
+  this one's config, for a pipeline built with ``vae=None`` (which uses fallbacks: CogVideoX's scaling
+  0.7, Wan's spatial factor 8). Returns ``pipe``."""
+  pipe.vae = vae
+  config = vae.config
+  if "block_out_channels" in config and hasattr(pipe, "vae_scale_factor_spatial"):  # CogVideoX
+    pipe.vae_scale_factor_spatial = 2 ** (len(config.block_out_channels) - 1)
+    pipe.vae_scale_factor_temporal = config.temporal_compression_ratio
+    pipe.vae_scaling_factor_image = config.scaling_factor
+  elif "scale_factor_spatial" in config and hasattr(pipe, "vae_scale_factor_spatial"):  # Wan
+    pipe.vae_scale_factor_spatial = config.scale_factor_spatial
+    pipe.vae_scale_factor_temporal = config.scale_factor_temporal
+  processor = getattr(pipe, "video_processor", None)
+  if processor is not None and processor.config.vae_scale_factor != pipe.vae_scale_factor_spatial:
+    pipe.video_processor = type(processor).from_config({**processor.config, "vae_scale_factor": pipe.vae_scale_factor_spatial})
+  return pipe
