@@ -447,18 +447,13 @@ def measure_compile_only(plan: Plan, path: str, shape: tuple[int, ...], caches: 
   if not result.get("ok"):
     progress(f"{label}: {result['error'].splitlines()[0]}")
     return {**record, "error": result["error"], "unavailable": bool(result.get("unavailable"))}
-  breakdown = {
-    name: None if times is None else {"trace_lower": times["trace_lower"], "compile": times["compile"]}
-    for name, times in result["breakdown"].items()
-  }
-  used = [t for t in breakdown.values() if t is not None]
   record.update(
-    compile_s=sum(t["trace_lower"] + t["compile"] for t in used),
-    compile_breakdown_s=breakdown,
+    **compile_fields(result),
     cold_start_breakdown_s=result["start_breakdown_s"],
     compile_peak_rss_mb=result["peak_rss_mb"],
     **program_memory_mb(result["program_memory"]),
     flops=result["flops"],
+    bytes_accessed=result.get("bytes_accessed"),
     output_shape=result["output_shape"],
     programs=result["programs"],
     conv3d=result["conv3d"],
@@ -486,22 +481,28 @@ def empty_record(
     "exe_load_s": None, "exe_load_breakdown_s": None, "exe_hit": None,
     "cache_hit": None, "decode_s": None, "peak_rss_mb": None, "device_memory_mb": None,
     "program_memory_mb": None, "program_memory_per_program_mb": None, "flops": None,
-    "flops_fraction_of_matmul": None, "max_abs_err": None, "output_shape": None, "programs": None,
+    "flops_fraction_of_matmul": None, "bytes_accessed": None, "bytes_fraction_of_copy": None,
+    "max_abs_err": None, "output_shape": None, "programs": None,
     "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
     "conv3d": None,
   }  # fmt: skip
 
 
-def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dict:
-  """Merges the cold and both warm workers' results into one row (see the module doc for the phases)."""
+def compile_fields(cold: dict) -> dict:
+  """``compile_s`` (trace + lower + compile of the programs a decode runs) and its breakdown per
+  program, from a worker that compiled them (cold or compile-only)."""
   breakdown = {
     name: None if times is None else {"trace_lower": times["trace_lower"], "compile": times["compile"]}
     for name, times in cold["breakdown"].items()
   }
   used = [times for times in breakdown.values() if times is not None]
+  return {"compile_s": sum(t["trace_lower"] + t["compile"] for t in used), "compile_breakdown_s": breakdown}
+
+
+def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dict:
+  """Merges the cold and both warm workers' results into one row (see the module doc for the phases)."""
   record.update(
-    compile_s=sum(t["trace_lower"] + t["compile"] for t in used),
-    compile_breakdown_s=breakdown,
+    **compile_fields(cold),
     cache_load_s=sum(warm["start_breakdown_s"].values()),
     cache_load_breakdown_s=warm["start_breakdown_s"],
     cold_start_breakdown_s=cold["start_breakdown_s"],
@@ -516,6 +517,7 @@ def fill_jax_record(record: dict, cold: dict, warm: dict, warm_exe: dict) -> dic
     device_memory_mb=warm["device_memory_mb"],
     **program_memory_mb(cold["program_memory"]),
     flops=cold["flops"],
+    bytes_accessed=cold.get("bytes_accessed"),
     max_abs_err=warm.get("max_abs_err"),
     output_shape=warm["output_shape"],
     programs=cold["programs"],
@@ -545,12 +547,17 @@ def program_memory_mb(per_program: dict[str, dict | None]) -> dict:
   return {"program_memory_mb": largest, "program_memory_per_program_mb": mb}
 
 
-def add_flops_fraction(results: list[dict], matmul_flops_per_s: float | None, parallel_devices: int) -> None:
-  """Achieved FLOP/s of each decode as a fraction of the matmul's (times the devices working at once)."""
+def add_flops_fraction(results: list[dict], yardsticks: dict, parallel_devices: int) -> None:
+  """Achieved FLOP/s and bytes/s of each decode as fractions of the matmul's and the elementwise
+  pass's (times the devices working at once): how near each decode is to either limit."""
   for record in results:
-    if record["flops"] and record["decode_s"] and matmul_flops_per_s:
-      achieved = record["flops"] / record["decode_s"]["median"]
-      record["flops_fraction_of_matmul"] = achieved / (matmul_flops_per_s * parallel_devices)
+    if not record["decode_s"]:
+      continue
+    seconds = record["decode_s"]["median"]
+    if record["flops"] and yardsticks.get("matmul_flops_per_s"):
+      record["flops_fraction_of_matmul"] = record["flops"] / seconds / (yardsticks["matmul_flops_per_s"] * parallel_devices)
+    if record.get("bytes_accessed") and yardsticks.get("copy_bytes_per_s"):
+      record["bytes_fraction_of_copy"] = record["bytes_accessed"] / seconds / (yardsticks["copy_bytes_per_s"] * parallel_devices)
 
 
 # --- report --------------------------------------------------------------------------------------
@@ -587,8 +594,12 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "cpu_count": os.cpu_count(),
     "matmul_size": matmul.get("matmul_size"),
     "matmul_flops_per_s": matmul.get("matmul_flops_per_s"),
+    "copy_bytes": matmul.get("copy_bytes"),
+    "copy_bytes_per_s": matmul.get("copy_bytes_per_s"),
     # SPMD programs are per device, and a dimension the mesh does not divide is padded: that work counts too.
-    "flops_note": "XLA cost analysis of the step programs x runs per decode x devices",
+    "flops_note": "XLA cost analysis of the step programs x runs per decode x devices (flops and bytes "
+    "accessed); of matmul / of copy: achieved per second against the matmul's FLOP/s and an elementwise "
+    "pass's bytes/s",
     "memory_note": "peak_rss_mb: the process's peak resident host memory; program_memory_mb: XLA memory analysis "
     "of the JAX step programs, per device, max over the programs a decode runs (temp = activations); "
     "device_memory_mb: the device's peak bytes in use (JAX) or torch.cuda.max_memory_allocated, when reported",
@@ -600,7 +611,8 @@ def fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 TABLE_COLUMNS = ("path", "latent", "tiles", "compile s", "warm start s", "cache hit", "warm start (exe) s",
-                 "decode s (median)", "peak RSS MB", "temp MB", "GFLOP", "of matmul", "max abs err")  # fmt: skip
+                 "decode s (median)", "peak RSS MB", "temp MB", "GFLOP", "of matmul", "GB moved", "of copy",
+                 "max abs err")  # fmt: skip
 
 
 def tiles_cell(r: dict) -> str:
@@ -618,7 +630,7 @@ def table_cells(r: dict) -> list[str]:
     reason = r["error"].splitlines()[0][:100].replace("|", "/")
     what = "not available" if r.get("unavailable") else "failed"
     return [r["path"], latent, tiles_cell(r), f"{what}: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
-  fraction = r["flops_fraction_of_matmul"]
+  fraction, moved = r["flops_fraction_of_matmul"], r.get("bytes_fraction_of_copy")
   return [
     r["path"],
     latent,
@@ -632,6 +644,8 @@ def table_cells(r: dict) -> list[str]:
     fmt(r["program_memory_mb"] and r["program_memory_mb"].get("temp"), ".0f"),
     fmt(r["flops"] and r["flops"] / 1e9, ".1f"),
     "–" if fraction is None else f"{100 * fraction:.1f}%",
+    fmt(r.get("bytes_accessed") and r["bytes_accessed"] / 1e9, ".1f"),
+    "–" if moved is None else f"{100 * moved:.1f}%",
     fmt(r["max_abs_err"], ".2e"),
   ]
 
@@ -738,7 +752,7 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
             record = measure_jax(plan, path, shape, references[tiled_suffix(tiling)], Path(caches), tiling)
           results.append(record)
   parallel = 1 if plan.simulated else plan.devices  # simulated devices share the host's cores
-  add_flops_fraction(results, matmul.get("matmul_flops_per_s"), parallel)
+  add_flops_fraction(results, matmul, parallel)
   return build_meta(plan, matmul), results
 
 

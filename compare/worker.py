@@ -4,7 +4,8 @@ Run by ``compare.bench``, one process per measurement, so no compiled program, c
 leaks from one measurement into the next. Kinds:
 
   devices  platform, device kind and count (the bench checks ``--mesh`` against it before any work)
-  matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot``: the yardstick for a decode's achieved FLOP/s
+  matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot`` and bytes/s of an elementwise pass over 256 MiB:
+           the yardsticks for a decode's achieved FLOP/s and bytes/s
   torch    diffusers' eager ``vae.decode`` of the checkpoint's class (on CUDA when torch sees a GPU):
            latency, peak RSS (and CUDA peak allocation); saves its output as the reference ``.npy``
            the JAX paths are compared against
@@ -121,8 +122,12 @@ def run_devices(args: dict) -> dict:
   return {"platform": devices[0].platform, "device_kind": devices[0].device_kind, "device_count": len(devices)}
 
 
+COPY_ELEMENTS = 2**26
+
+
 def run_matmul(args: dict) -> dict:
-  """FLOP/s of one ``(n, n) @ (n, n)`` float32 product on the default device (median of 7)."""
+  """FLOP/s of one ``(n, n) @ (n, n)`` float32 product on the default device, and bytes/s of an
+  elementwise pass over 256 MiB (median of 7 each): the compute and memory yardsticks."""
   import jax
   import jax.numpy as jnp
 
@@ -134,7 +139,16 @@ def run_matmul(args: dict) -> dict:
   for _ in range(2):  # compile, then one run to settle thread pools
     dot(a, b).block_until_ready()
   stats = timed_runs(lambda: dot(a, b).block_until_ready(), 7)
-  return {"matmul_size": n, "matmul_s": stats["median"], "matmul_flops_per_s": 2 * n**3 / stats["median"]}
+  # The memory yardstick: an elementwise pass over 256 MiB of float32, read once and written once.
+  x = jnp.ones((COPY_ELEMENTS,), jnp.float32)
+  step = jax.jit(lambda v: v * 0.5 + 1.0)
+  for _ in range(2):
+    step(x).block_until_ready()
+  copy = timed_runs(lambda: step(x).block_until_ready(), 7)
+  return {
+    "matmul_size": n, "matmul_s": stats["median"], "matmul_flops_per_s": 2 * n**3 / stats["median"],
+    "copy_bytes": 2 * 4 * COPY_ELEMENTS, "copy_bytes_per_s": 2 * 4 * COPY_ELEMENTS / copy["median"],
+  }  # fmt: skip
 
 
 # --- torch ---------------------------------------------------------------------------------------
@@ -294,15 +308,16 @@ def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None) -> 
   return runs
 
 
-def program_flops(compiled) -> float | None:
-  """XLA's FLOP estimate of one compiled program (per device under SPMD); ``None`` if unavailable."""
+def program_cost(compiled, field: str = "flops") -> float | None:
+  """One field of XLA's cost analysis of a compiled program (per device under SPMD): ``"flops"`` or
+  ``"bytes accessed"`` (what its operations read and write in memory); ``None`` if unavailable."""
   try:
     analysis = compiled.cost_analysis()
   except NotImplementedError:
     return None
   # A dict in recent jax, a list of per-computation dicts in older ones.
   entries = analysis if isinstance(analysis, list | tuple) else [analysis]
-  values = [float(e["flops"]) for e in entries if isinstance(e, dict) and "flops" in e]
+  values = [float(e[field]) for e in entries if isinstance(e, dict) and field in e]
   return sum(values) if values else None
 
 
@@ -420,7 +435,8 @@ def run_jax(args: dict) -> dict:
 
   tiles = runner_tile_layout(runner, z.shape[3:])
   runs = program_runs(runner.adapter, z.shape[2], tiles)
-  flops = [program_flops(compiled[name]) for name in used]
+  flops = [program_cost(compiled[name], "flops") for name in used]
+  moved = [program_cost(compiled[name], "bytes accessed") for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
   result = {
     "device_count": jax.device_count(),
@@ -437,6 +453,7 @@ def run_jax(args: dict) -> dict:
     "cache_log": [m[:240] for m in log.messages if f"{runner.name}_decode_" in m],
     # SPMD programs are per device: the work of a decode is that times the devices it runs on.
     "flops": None if None in flops else sum(f * runs[n] for f, n in zip(flops, used)) * len(devices),
+    "bytes_accessed": None if None in moved else sum(b * runs[n] for b, n in zip(moved, used)) * len(devices),
     "output_shape": list(video.shape) if video is not None else decoded_shape(runner, z.shape),
     "notes": notes,
     "conv3d": runner.steps.fingerprint.get("conv3d"),  # the 3D convolution form the programs use

@@ -65,7 +65,7 @@ def test_report_schema(single_device_run):
   assert all(isinstance(v, str) for v in meta["versions"].values())
   assert meta["simulated"] is False and meta["device_count"] == 1 and meta["mesh"] is None
   assert meta["dtype"] == "float32" and isinstance(meta["python"], str) and isinstance(meta["date"], str)
-  assert isinstance(meta["device_kind"], str) and meta["matmul_flops_per_s"] > 0
+  assert isinstance(meta["device_kind"], str) and meta["matmul_flops_per_s"] > 0 and meta["copy_bytes_per_s"] > 0
   assert "hostname" not in json.dumps(meta).lower()
 
   rows = {r["path"]: r for r in report["results"] if not r["tiled"]}
@@ -98,11 +98,13 @@ def test_report_schema(single_device_run):
     assert all(isinstance(v, float) and v >= 0 for v in parts.values())
     assert row["cache_load_s"] == pytest.approx(sum(parts.values()))
     assert row["flops"] > 0 and row["flops_fraction_of_matmul"] > 0
+    assert row["bytes_accessed"] > 0 and row["bytes_fraction_of_copy"] > 0
     assert row["max_abs_err"] <= 1e-4, row["path"]
     assert row["notes"] == []
     assert row["program_memory_mb"]["temp"] > 0 and row["program_memory_mb"]["argument"] > 0
 
   assert "| path |" in proc.stdout and "torchax" in proc.stdout  # the Markdown table
+  assert "| of matmul | GB moved | of copy |" in proc.stdout.splitlines()[0]
 
 
 def test_tiled_rows_beside_untiled(single_device_run):
@@ -306,7 +308,7 @@ def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path):
     assert set(row["program_memory_per_program_mb"]) == {"first", "steady"}
     memory = row["program_memory_mb"]
     assert memory["temp"] > 0 and memory["argument"] > 0 and memory["output"] > 0
-    assert row["compile_s"] > 0 and row["flops"] > 0
+    assert row["compile_s"] > 0 and row["flops"] > 0 and row["bytes_accessed"] > 0
   header = proc.stdout.splitlines()[0]
   assert "| temp MB | argument MB | output MB |" in header and "decode" not in header
   assert not (tmp_path / "logs" / "matmul.log").exists()  # nothing run

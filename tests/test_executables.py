@@ -148,15 +148,15 @@ def test_entries_someone_else_could_write_are_not_unpickled(tmp_path):
       assert store.load("k", None, (), []) is None  # warned once per store
     return [str(w.message) for w in caught]
 
-  # A group- or world-writable store directory.
+  # The store's directory (JAX's cache dir) writable by others or by the group.
   loose = tmp_path / "loose"
   loose.mkdir(mode=0o700)
   os.chmod(loose, 0o777)
-  (message,) = attempt(loose / "executables")  # the store's parent (JAX's cache dir) counts too
-  assert "is writable by group and others (mode 777)" in message and "compiling instead" in message
-  os.chmod(loose / "executables", 0o770)
   (message,) = attempt(loose / "executables")
-  assert "writable by group (mode 770)" in message
+  assert "is writable by group and others (mode 777)" in message and "compiling instead" in message
+  os.chmod(loose, 0o775)
+  (message,) = attempt(loose / "executables")
+  assert "writable by group (mode 775)" in message
   # An entry owned by another user (root can arrange it; elsewhere chown is refused and this case skipped).
   owned = tmp_path / "owned"
   try:
@@ -173,6 +173,12 @@ def test_entries_someone_else_could_write_are_not_unpickled(tmp_path):
       assert store.load("k", None, (), []) is None
     assert (owned / "k.exe").exists()  # not ours to remove
   assert not ran.exists()  # no planted entry was unpickled
+  # A group-writable store directory of this user's (umask 002, an older version) loses that write.
+  os.chmod(loose, 0o755)
+  os.chmod(loose / "executables", 0o770)
+  assert attempt(loose / "executables") == [] and ran.exists()  # this user's own entry: used
+  assert stat.S_IMODE((loose / "executables").stat().st_mode) == 0o750  # write taken from group and others
+  ran.rmdir()
   # A sticky, world-writable parent (/tmp) is fine: nobody else can rename the store away.
   sticky = tmp_path / "sticky"
   sticky.mkdir(mode=0o700)

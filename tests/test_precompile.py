@@ -38,6 +38,9 @@ def test_decode_and_encode_after_precompile_build_nothing(path, tiny_dir, tmp_pa
   assert {p.source for p in programs} == {"compiled"}
   assert all(p.compile_s > 0 and p.trace_lower_s > 0 and p.executable is not None for p in programs)
   assert runner.precompile([z.shape], encode=True)[0].source == "memory"
+  for program in programs:  # the steady programs write the new cache over the donated old one
+    aliased = program.executable.memory_analysis().alias_size_in_bytes
+    assert (aliased > 0) == program.name.startswith("steady"), (program.name, aliased)
   before = _frozen(runner)
   video = runner.decode(z)
   runner.encode(np.asarray(video))

@@ -153,8 +153,9 @@ def _convolution_channels_last(input, weight, bias, stride, padding, dilation, t
 
   * 1x1(x1) kernels, stride 1, no padding (SpatialNorm3D's ``conv_y``/``conv_b``, the resnet
     shortcuts) are one matmul ``(O, I) . (N, I, *S)`` in the channels-first layout: no transpose.
-  * Everything else runs channels-last, 3D as the sum over the kernel's time taps of per-frame 2D
-    convolutions (why: :mod:`torchax_vae.core.conv`, shared with ``native_flax``), 2D as one.
+  * Everything else runs channels-last through :func:`core.conv.conv_channels_last` (shared with
+    ``native_flax``): 3D in the platform's form (per-time-tap 2D convolutions on CPU, one 3D
+    convolution elsewhere; ``TORCHAX_VAE_CONV``), 2D as one.
 
   Same products and sums as torchax's lowering, in another order (fp32 agrees to ~1e-6); other
   convolutions (transposed, grouped, unbatched, 1D) take torchax's lowering.

@@ -224,8 +224,14 @@ def parse_latent_shape(text: str, channels: int, model: str) -> tuple[int, ...]:
 
 def run_precompile(args: argparse.Namespace) -> int:
   start = time.perf_counter()
-  if args.cache_dir in ("off", "none"):
-    raise UsageError("--cache-dir off: precompile keeps its programs in the cache dir; with none there is nothing to keep")
+  from .core.compile_cache import resolve_cache_dir
+
+  off = args.cache_dir is not None and args.cache_dir.strip().lower() in ("off", "0", "false", "none")
+  if off or resolve_cache_dir(args.cache_dir) is None:
+    raise UsageError(
+      "the compilation cache is off (--cache-dir or $TORCHAX_VAE_CACHE_DIR): precompile keeps its programs "
+      "there; with none there is nothing to keep"
+    )
   adapter = _adapter(args)  # config only: shapes are checked before any weights are read
   shapes = [parse_latent_shape(text, adapter.latent_channels, adapter.class_name) for text in args.latent]
   runner = _loader(args.path)(
@@ -234,8 +240,11 @@ def run_precompile(args: argparse.Namespace) -> int:
   if args.tiled:
     runner.enable_tiling()
   loaded = time.perf_counter()
-  from .core.compile_cache import resolve_cache_dir
   from .core.mesh import describe
+
+  store = runner.programs.store
+  if store.directory is None:  # the directory could not be written (load warned why)
+    raise UsageError(f"cannot keep programs in {resolve_cache_dir(args.cache_dir)}: it is not writable")
 
   for shape in shapes:
     for program in runner.precompile([shape], encode=args.encode):
@@ -244,9 +253,13 @@ def run_precompile(args: argparse.Namespace) -> int:
   print(
     f"precompiled {sum(sources.values())} programs ({', '.join(f'{k} {v}' for k, v in sources.items())}) in "
     f"{time.perf_counter() - loaded:.2f} s (load {loaded - start:.2f} s; {args.path}, {args.dtype}, "
-    f"{describe(runner.mesh)}{', tiled' if args.tiled else ''}) -> {resolve_cache_dir(args.cache_dir)}"
+    f"{describe(runner.mesh)}{', tiled' if args.tiled else ''}) -> {store.directory.parent}"
   )
+  if store.refused:  # warned: another user could write there, so nothing was stored or read
+    print(f"python -m torchax_vae precompile: error: nothing was stored in {store.directory} (see the warning)", file=sys.stderr)
+    return 1
   return 0
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,10 +1,15 @@
 """A drop-in ``vae`` for diffusers pipelines: the pipeline's transformer runs in PyTorch as before, its VAE
 through this project (either path, any mesh), with no other change to the user's code.
 
-    vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="dp=2,tp=4")
-    pipe = CogVideoXPipeline.from_pretrained("THUDM/CogVideoX-2b", vae=None, ...)  # or load it whole
-    pipe.vae = vae.as_diffusers(device="cuda")                                     # then replace it
+    vae = torchax_vae.load("THUDM/CogVideoX-2b", subfolder="vae", mesh="tp=8")
+    pipe = CogVideoXPipeline.from_pretrained("THUDM/CogVideoX-2b", ...)   # diffusers' VAE included
+    pipe.vae = vae.as_diffusers(device="cuda")                            # then replaced
     video = pipe(prompt, ...).frames
+
+    # or, without loading diffusers' VAE: vae=None, then attach (it also sets the scale factors the
+    # pipeline took from fallbacks when built without a VAE)
+    pipe = CogVideoXPipeline.from_pretrained("THUDM/CogVideoX-2b", vae=None, ...)
+    attach(pipe, vae.as_diffusers(device="cuda"))
 
 What the pipelines read from their ``vae`` (diffusers 0.42, read from their source), and what this
 object answers with:
@@ -32,6 +37,7 @@ for a ``ModelMixin``): pass ``vae=None`` and assign it afterwards, or assign it 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -78,6 +84,8 @@ class DiffusersVAE:
         dtype = arg
       elif arg is not None:
         device = arg
+    kwargs.pop("non_blocking", None)  # nothing is copied: results go to the device as they are made
+    kwargs.pop("copy", None)
     if kwargs:
       raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
     if dtype is not None and dtype != self.dtype:
@@ -104,6 +112,13 @@ class DiffusersVAE:
   def use_tiling(self) -> bool:
     return self.runner.tiling is not None
 
+  @use_tiling.setter
+  def use_tiling(self, value: bool) -> None:  # some code sets diffusers' attribute directly
+    if value and self.runner.tiling is None:
+      self.runner.enable_tiling()
+    elif not value:
+      self.runner.disable_tiling()
+
   def enable_slicing(self) -> None:
     self.use_slicing = True
 
@@ -115,14 +130,15 @@ class DiffusersVAE:
   def decode(self, z: torch.Tensor, return_dict: bool = True, **_: Any) -> DecoderOutput | tuple[torch.Tensor]:
     """``(B, C, T, H, W)`` latents (already scaled by the pipeline) -> ``DecoderOutput(sample=(B, 3, F,
     H*s, W*s))``, or ``(sample,)`` with ``return_dict=False``; on ``z``'s device, in ``z``'s dtype."""
-    video = self._per_item(self.runner.decode, _tensor(z, "z"))
+    # No NaN check (diffusers' VAE has none; it would cost a reduction and a host sync per call).
+    video = self._per_item(functools.partial(self.runner.decode, check_finite=False), _tensor(z, "z"))
     video = _like(video, z)
     return DecoderOutput(sample=video) if return_dict else (video,)
 
   def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[Any]:
     """``(B, 3, F, H, W)`` video in ``[-1, 1]`` -> ``AutoencoderKLOutput(latent_dist=...)``: diffusers'
     ``DiagonalGaussianDistribution`` (``sample(generator)``, ``mode()``) on ``x``'s device and dtype."""
-    moments = _like(self._per_item(self.runner.encode_moments, _tensor(x, "x")), x)
+    moments = _like(self._per_item(functools.partial(self.runner.encode_moments, check_finite=False), _tensor(x, "x")), x)
     posterior = DiagonalGaussianDistribution(moments)
     return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 

@@ -156,8 +156,12 @@ def conv3d(
   padding: tuple[int, int, int],
   dilation: tuple[int, int, int],
 ) -> Array:
-  """``(N, T, H, W, C)`` * ``(kT, kH, kW, C, O)`` (+ bias) as one 3D convolution (the TPU/GPU form);
-  accumulation is the convolution's own."""
+  """``(N, T, H, W, C)`` * ``(kT, kH, kW, C, O)`` (+ bias) as one 3D convolution (the TPU/GPU form).
+
+  For reduced-precision inputs the result and the bias are summed in float32 and rounded once, as
+  PyTorch's convolution (bias inside) and :func:`conv3d_by_time_taps` do.
+  """
+  accumulate = jnp.promote_types(x.dtype, jnp.float32)
   out = jax.lax.conv_general_dilated(
     x,
     kernel.astype(x.dtype),
@@ -165,8 +169,11 @@ def conv3d(
     padding=[(p, p) for p in padding],
     rhs_dilation=dilation,
     dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+    preferred_element_type=accumulate,
   )
-  return out if bias is None else out + bias.astype(out.dtype)
+  if bias is not None:
+    out = out + bias.astype(accumulate)
+  return out.astype(x.dtype)
 
 
 def conv_channels_last(

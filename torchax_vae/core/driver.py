@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import os
 import sys
 import time
@@ -69,7 +70,7 @@ class Precompiled:
   # "compiled" (a fresh XLA compile, stored as an executable), "jax_cache" (traced, lowered, fetched
   # from JAX's persistent cache), "deserialized" (a stored executable) or "memory" (this runner had it)
   source: str
-  trace_lower_s: float  # tracing and lowering (with preparing the inputs); 0 for a stored executable
+  trace_lower_s: float  # preparing the inputs, tracing and lowering (no tracing for a stored executable)
   compile_s: float  # XLA compile, JAX cache fetch, or deserialization
   executable: Any  # the compiled program: memory_analysis(), cost_analysis(), as_text()
 
@@ -196,7 +197,10 @@ class Runner:
         return self._constrain(out), self._constrain(self._pad_cache(cache))
 
     program.__name__ = f"{self.name}_{label}"
-    return jax.jit(program)
+    # The steady program's cache in has the shapes of its cache out (padded alike on a mesh), and the
+    # walk never uses a cache again once passed on: donated, XLA writes the new cache into the old
+    # one's buffers instead of holding both.
+    return jax.jit(program) if first else jax.jit(program, donate_argnums=(2,))
 
   def step_programs(self, kind: str) -> tuple[Callable, Callable]:
     """The jitted (first, steady) programs for ``kind`` in ``{"decode", "encode"}`` (for lowering/benchmarks)."""
@@ -218,10 +222,12 @@ class Runner:
     (first and steady step; each tile shape, with tiling as now enabled), without running one.
 
     With ``encode=True`` also those an ``encode`` of the video such latents decode to runs. A decode
-    or encode of those shapes afterwards traces and compiles nothing. Returns one
-    :class:`Precompiled` per program, saying where it came from and what it cost.
+    or encode of those shapes afterwards traces and compiles no step program (the small programs
+    around the steps, e.g. slicing and joining, still compile on first use, in milliseconds).
+    Returns one :class:`Precompiled` per program, saying where it came from and what it cost.
     """
-    shapes = [tuple(latent_shapes)] if latent_shapes and isinstance(latent_shapes[0], int) else list(latent_shapes)
+    single = len(latent_shapes) > 0 and isinstance(latent_shapes[0], numbers.Integral)
+    shapes = [tuple(latent_shapes)] if single else list(latent_shapes)
     if not shapes:
       raise ValueError("precompile: expected one or more latent shapes (B, C, T, H, W), got none")
     records = []

@@ -102,21 +102,35 @@ _SERIALIZER_WARNED = False
 def untrusted(path: Path) -> str | None:
   """Why ``path`` (a store directory or entry) must not be unpickled, or ``None``.
 
-  Loading an entry unpickles it, which can run any code: only what this user owns, and what nobody
-  else can write or swap (the directory and its parent not writable by group or others, save a sticky
-  parent such as ``/tmp``), is loaded. Platforms without POSIX owners (Windows) are not checked.
+  Loading an entry unpickles it, which can run any code: only what this user (or root) owns, and
+  what nobody else can write or swap, is loaded: ``path`` and its directory owned by this user or
+  root and not writable by group or others (a sticky directory such as ``/tmp`` may be). Platforms
+  without POSIX owners (Windows) are not checked. A path that cannot be read is untrusted.
   """
   if not hasattr(os, "getuid"):
     return None
+  owners = {os.getuid(), 0}
   for item, role in ((path, "it"), (path.parent, "its directory")):
-    info = item.stat()
-    if role == "it" and info.st_uid != os.getuid():
-      return f"{item} is owned by uid {info.st_uid}, not by this user (uid {os.getuid()})"
+    try:
+      info = item.stat()
+    except OSError as err:
+      return f"{item} cannot be checked ({err.strerror or err})"
+    if info.st_uid not in owners:
+      return f"{item} is owned by uid {info.st_uid}, not by this user (uid {os.getuid()}) or root"
     others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if others_write and not (role == "its directory" and info.st_mode & stat.S_ISVTX):
       who = " and ".join(n for n, bit in (("group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if others_write & bit)
       return f"{item} is writable by {who} (mode {stat.S_IMODE(info.st_mode):o})"
   return None
+
+
+def _tighten(directory: Path) -> None:
+  """A store directory of this user's that group or others may write (made by an older version, or
+  under umask 002) loses that write; its entries are still checked one by one."""
+  with contextlib.suppress(OSError, AttributeError):
+    info = directory.stat()
+    if info.st_uid == os.getuid() and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+      directory.chmod(stat.S_IMODE(info.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
 
 
 class ExecutableStore:
@@ -130,8 +144,14 @@ class ExecutableStore:
     self.directory = Path(directory) if directory is not None else None
     self._refused = False  # warned about an untrusted store already
 
+  @property
+  def refused(self) -> bool:
+    """Whether this store was found untrusted (and so neither read nor written) at some point."""
+    return self._refused
+
   def _trusted(self, *paths: Path) -> bool:
     """Whether ``paths`` (the store's directory, then an entry) may be used; warns once per store."""
+    _tighten(paths[0])
     for path in paths:
       reason = untrusted(path)
       if reason is not None:
