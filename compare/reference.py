@@ -160,7 +160,7 @@ def _randn(*shape: int, seed: int = 0):
   return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
-def _perturb(module, seed: int):
+def perturb(module, seed: int):
   """Default init plus noise on 1-D parameters (norm scale/bias, conv biases) and Wan's RMS-norm ``gamma``
   (all ones at init): nothing is trivially 0 or 1."""
   import torch
@@ -173,11 +173,11 @@ def _perturb(module, seed: int):
   return module.eval()
 
 
-def _state(module) -> dict:
+def state_numpy(module) -> dict:
   return {k: v.detach().numpy() for k, v in module.state_dict().items()}
 
 
-def _build(torch_cls, nnx_cls, *args, seed: int = 0, **kwargs):
+def build(torch_cls, nnx_cls, *args, seed: int = 0, **kwargs):
   """(diffusers module, NNX module built with eval_shape and filled through convert's layout rules)."""
   import torch
   from flax import nnx
@@ -185,9 +185,9 @@ def _build(torch_cls, nnx_cls, *args, seed: int = 0, **kwargs):
   from native_flax import convert
 
   torch.manual_seed(seed)
-  ref = _perturb(torch_cls(*args, **kwargs), seed)
+  ref = perturb(torch_cls(*args, **kwargs), seed)
   ours = nnx.eval_shape(lambda: nnx_cls(*args, **kwargs, rngs=nnx.Rngs(seed)))
-  return ref, convert.load_into(ours, _state(ref), source=torch_cls.__name__)
+  return ref, convert.load_into(ours, state_numpy(ref), source=torch_cls.__name__)
 
 
 def _run(module, *args, method: str | Callable = "__call__"):
@@ -268,55 +268,55 @@ def _one(ref, ours, *inputs) -> float:
 
 
 def _safe_conv3d(t, n) -> float:
-  ref, ours = _build(t, n, 4, 6, kernel_size=3, padding=1)
+  ref, ours = build(t, n, 4, 6, kernel_size=3, padding=1)
   return _one(ref, ours, _randn(2, 4, 3, 5, 6, seed=1))
 
 
 def _causal_conv3d(t, n) -> float:
-  ref, ours = _build(t, n, 4, 6, kernel_size=3, pad_mode="first")
+  ref, ours = build(t, n, 4, 6, kernel_size=3, pad_mode="first")
   return _steps(ref, ours, [_randn(2, 4, 3, 5, 6, seed=1), _randn(2, 4, 2, 5, 6, seed=2)], call="conv")
 
 
 def _spatial_norm3d(t, n) -> float:
-  ref, ours = _build(t, n, 8, 4, groups=4)
+  ref, ours = build(t, n, 8, 4, groups=4)
   odd = _one(ref, ours, _randn(2, 8, 5, 8, 6, seed=3), _randn(2, 4, 3, 4, 3, seed=4))
   ratio = _one(ref, ours, _randn(2, 8, 6, 10, 7, seed=5), _randn(2, 4, 4, 3, 3, seed=6))
   return max(odd, ratio)
 
 
 def _resnet_block3d(t, n) -> float:
-  ref, ours = _build(t, n, in_channels=8, out_channels=16, temb_channels=0, groups=4, spatial_norm_dim=4)
+  ref, ours = build(t, n, in_channels=8, out_channels=16, temb_channels=0, groups=4, spatial_norm_dim=4)
   xs = [_randn(2, 8, 3, 6, 4, seed=10), _randn(2, 8, 2, 6, 4, seed=11)]
   zs = [_randn(2, 4, 3, 3, 2, seed=20), _randn(2, 4, 2, 3, 2, seed=21)]
   return _steps(ref, ours, xs, zs)
 
 
 def _downsample3d(t, n) -> float:
-  ref, ours = _build(t, n, 8, 12, compress_time=True)
+  ref, ours = build(t, n, 8, 12, compress_time=True)
   return max(_one(ref, ours, _randn(2, 8, frames, 7, 6, seed=frames)) for frames in (4, 5))
 
 
 def _upsample3d(t, n) -> float:
-  ref, ours = _build(t, n, 8, 12, compress_time=True)
+  ref, ours = build(t, n, 8, 12, compress_time=True)
   return max(_one(ref, ours, _randn(2, 8, frames, 3, 4, seed=frames)) for frames in (2, 3))
 
 
 def _down_block3d(t, n) -> float:
-  ref, ours = _build(
+  ref, ours = build(
     t, n, 8, 16, temb_channels=0, num_layers=2, resnet_groups=4, add_downsample=True, compress_time=True
   )
   return _steps(ref, ours, [_randn(1, 8, 5, 8, 6, seed=1), _randn(1, 8, 4, 8, 6, seed=2)])
 
 
 def _mid_block3d(t, n) -> float:
-  ref, ours = _build(t, n, 16, temb_channels=0, num_layers=2, resnet_groups=4, spatial_norm_dim=4)
+  ref, ours = build(t, n, 16, temb_channels=0, num_layers=2, resnet_groups=4, spatial_norm_dim=4)
   xs = [_randn(1, 16, 3, 4, 6, seed=1), _randn(1, 16, 2, 4, 6, seed=2)]
   zs = [_randn(1, 4, 3, 4, 6, seed=3), _randn(1, 4, 2, 4, 6, seed=4)]
   return _steps(ref, ours, xs, zs)
 
 
 def _up_block3d(t, n) -> float:
-  ref, ours = _build(
+  ref, ours = build(
     t, n, 16, 8, temb_channels=0, num_layers=2, resnet_groups=4, spatial_norm_dim=4, compress_time=True
   )
   xs = [_randn(1, 16, 5, 4, 6, seed=1), _randn(1, 16, 4, 4, 6, seed=2)]
@@ -330,13 +330,13 @@ CODER = dict(block_out_channels=(8, 16, 16), layers_per_block=2, norm_num_groups
 def _encoder3d(t, n) -> float:
   import numpy as np
 
-  ref, ours = _build(t, n, in_channels=3, out_channels=4, down_block_types=("CogVideoXDownBlock3D",) * 3, **CODER)
+  ref, ours = build(t, n, in_channels=3, out_channels=4, down_block_types=("CogVideoXDownBlock3D",) * 3, **CODER)
   xs = [np.tanh(_randn(1, 3, 9, 16, 12, seed=1)), np.tanh(_randn(1, 3, 8, 16, 12, seed=2))]
   return _steps(ref, ours, xs, call="coder")
 
 
 def _decoder3d(t, n) -> float:
-  ref, ours = _build(t, n, in_channels=4, out_channels=3, up_block_types=("CogVideoXUpBlock3D",) * 3, **CODER)
+  ref, ours = build(t, n, in_channels=4, out_channels=3, up_block_types=("CogVideoXUpBlock3D",) * 3, **CODER)
   return _steps(ref, ours, [_randn(1, 4, 3, 4, 3, seed=1), _randn(1, 4, 2, 4, 3, seed=2)], call="coder")
 
 
@@ -350,8 +350,8 @@ def _tiny_pair(overrides: dict | None = None, seed: int = 0):
 
   raw = dict(TINY, **(overrides or {}))
   torch.manual_seed(seed)
-  ref = _perturb(AutoencoderKLCogVideoX(**raw), seed)
-  return ref, convert.load_model(_state(ref), CogVideoXVAEConfig.from_dict(raw), source="tiny")
+  ref = perturb(AutoencoderKLCogVideoX(**raw), seed)
+  return ref, convert.load_model(state_numpy(ref), CogVideoXVAEConfig.from_dict(raw), source="tiny")
 
 
 QUANT = {"latent_channels": 3, "use_quant_conv": True, "use_post_quant_conv": True}
@@ -471,7 +471,7 @@ def _wan_dup_up(t, n) -> float:
 def _wan_causal_conv(t, n) -> float:
   import torch
 
-  ref, ours = _build(t, n, 4, 6, 3, padding=1)
+  ref, ours = build(t, n, 4, 6, 3, padding=1)
   x, worst = _randn(2, 4, 3, 5, 7, seed=1), 0.0
   for frames in (0, 1, 2):
     cache = _randn(2, 4, frames, 5, 7, seed=2) if frames else None
@@ -485,7 +485,7 @@ def _wan_causal_conv(t, n) -> float:
 def _wan_rms_norm(t, n) -> float:
   worst = 0.0
   for images, x in ((False, _randn(2, 6, 3, 5, 7, seed=1) * 3), (True, _randn(2, 6, 5, 7, seed=2) * 3)):
-    ref, ours = _build(t, lambda dim, images, rngs: n(dim, images=images), 6, images=images)
+    ref, ours = build(t, lambda dim, images, rngs: n(dim, images=images), 6, images=images)
     worst = max(worst, _one(ref, ours, x))
   return worst
 
@@ -497,39 +497,39 @@ def _wan_upsample(t, n) -> float:
 def _wan_resample(t, n) -> float:
   worst = 0.0
   for mode in ("upsample2d", "upsample3d", "downsample2d", "downsample3d"):
-    ref, ours = _build(t, n, 4, mode)
+    ref, ours = build(t, n, 4, mode)
     frames = (1, 1, 2) if mode.startswith("up") else (1, 4, 4)
     worst = max(worst, _wan_walk(ref, ours, [_randn(2, 4, f, 6, 7, seed=f + i) for i, f in enumerate(frames)]))
   return worst
 
 
 def _wan_residual_block(t, n) -> float:
-  ref, ours = _build(t, n, 4, 6)
+  ref, ours = build(t, n, 4, 6)
   return _wan_walk(ref, ours, [_randn(2, 4, f, 5, 6, seed=f) for f in (1, 4, 4)])
 
 
 def _wan_attention(t, n) -> float:
-  ref, ours = _build(t, n, 8)
+  ref, ours = build(t, n, 8)
   return _one(ref, ours, _randn(2, 8, 2, 5, 6, seed=1))
 
 
 def _wan_mid_block(t, n) -> float:
-  ref, ours = _build(t, n, 8)
+  ref, ours = build(t, n, 8)
   return _wan_walk(ref, ours, [_randn(1, 8, 1, 4, 5, seed=i) for i in range(3)])
 
 
 def _wan_residual_down_block(t, n) -> float:
-  ref, ours = _build(t, n, 4, 8, 0.0, 2, temperal_downsample=True, down_flag=True)
+  ref, ours = build(t, n, 4, 8, 0.0, 2, temperal_downsample=True, down_flag=True)
   return _wan_walk(ref, ours, [_randn(2, 4, f, 6, 8, seed=f) for f in (1, 4, 4)])
 
 
 def _wan_residual_up_block(t, n) -> float:
-  ref, ours = _build(t, n, 8, 4, 1, temperal_upsample=True, up_flag=True)
+  ref, ours = build(t, n, 8, 4, 1, temperal_upsample=True, up_flag=True)
   return _wan_walk(ref, ours, [_randn(2, 8, 1, 3, 4, seed=i) for i in range(3)], first_chunk=True)
 
 
 def _wan_up_block(t, n) -> float:
-  ref, ours = _build(t, n, 8, 4, 1, upsample_mode="upsample3d")
+  ref, ours = build(t, n, 8, 4, 1, upsample_mode="upsample3d")
   return _wan_walk(ref, ours, [_randn(2, 8, 1, 3, 4, seed=i) for i in range(3)], first_chunk=True)
 
 
@@ -541,7 +541,7 @@ def _wan_encoder(t, n) -> float:
 
   worst = 0.0
   for residual in (False, True):
-    ref, ours = _build(t, n, in_channels=3, temperal_downsample=[False, True, True], is_residual=residual, **WAN_CODER)
+    ref, ours = build(t, n, in_channels=3, temperal_downsample=[False, True, True], is_residual=residual, **WAN_CODER)
     worst = max(worst, _wan_walk(ref, ours, [np.tanh(_randn(1, 3, f, 16, 24, seed=f)) for f in (1, 4, 4)]))
   return worst
 
@@ -549,7 +549,7 @@ def _wan_encoder(t, n) -> float:
 def _wan_decoder(t, n) -> float:
   worst = 0.0
   for residual in (False, True):
-    ref, ours = _build(t, n, temperal_upsample=[True, True, False], is_residual=residual, **WAN_CODER)
+    ref, ours = build(t, n, temperal_upsample=[True, True, False], is_residual=residual, **WAN_CODER)
     chunks = [_randn(1, 4, 1, 2, 3, seed=i) for i in range(3)]
     worst = max(worst, _wan_walk(ref, ours, chunks, first_chunk=True))
   return worst
@@ -566,8 +566,8 @@ def _wan_tiny_pair(variant: str, seed: int = 0):
   raw = dict(TINY_WAN_2_1 if variant == "2.1" else TINY_WAN_2_2)
   raw.pop("_class_name")
   torch.manual_seed(seed)
-  ref = _perturb(AutoencoderKLWan(**raw), seed)
-  return ref, convert.load_model(_state(ref), WanVAEConfig.from_dict(raw), source=f"tiny Wan {variant}")
+  ref = perturb(AutoencoderKLWan(**raw), seed)
+  return ref, convert.load_model(state_numpy(ref), WanVAEConfig.from_dict(raw), source=f"tiny Wan {variant}")
 
 
 def _wan_autoencoder(t, n) -> float:

@@ -454,7 +454,7 @@ def run_jax(args: dict) -> dict:
     # SPMD programs are per device: the work of a decode is that times the devices it runs on.
     "flops": None if None in flops else sum(f * runs[n] for f, n in zip(flops, used)) * len(devices),
     "bytes_accessed": None if None in moved else sum(b * runs[n] for b, n in zip(moved, used)) * len(devices),
-    "output_shape": list(video.shape) if video is not None else decoded_shape(runner, z.shape),
+    "output_shape": list(video.shape if video is not None else runner.adapter.decoded_shape(z.shape)),
     "notes": notes,
     "conv3d": runner.steps.fingerprint.get("conv3d"),  # the 3D convolution form the programs use
   }
@@ -464,13 +464,6 @@ def run_jax(args: dict) -> dict:
     result["device_memory_mb"] = device_memory_mb(devices)
   result["peak_rss_mb"] = peak_rss_mb()
   return result
-
-
-def decoded_shape(runner, latent_shape) -> list[int]:
-  """The video shape ``runner.decode`` returns for ``latent_shape``, without decoding (untiled)."""
-  b, _, t, h, w = latent_shape
-  s = runner.adapter.spatial_compression
-  return [b, runner.adapter.sample_channels, runner.adapter.decoded_num_frames(t), h * s, w * s]
 
 
 def steady_latency(runner, z, repeats: int, reference: str | None) -> dict:

@@ -83,20 +83,22 @@ def _kernel_and_bias(
 # ----------------------------------------------------------------------------------------------
 
 
-class Conv3d(nnx.Module):
-  """``torch.nn.Conv3d`` (zeros padding) on ``(B, T, H, W, C)``; ``kernel`` is ``DHWIO``.
+class _ConvNd(nnx.Module):
+  """``torch.nn.Conv{RANK}d`` (zeros padding), channels-last; ``kernel`` is ``(*spatial, I, O)``.
 
   Random init follows PyTorch's bounds (uniform ±1/sqrt(fan_in)); loading replaces it anyway.
   """
 
+  RANK: int
+
   def __init__(
     self,
     in_channels: int,
     out_channels: int,
-    kernel_size: int | tuple[int, int, int],
-    stride: int | tuple[int, int, int] = 1,
-    padding: int | tuple[int, int, int] = 0,
-    dilation: int | tuple[int, int, int] = 1,
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int, ...] = 0,
+    dilation: int | tuple[int, ...] = 1,
     bias: bool = True,
     *,
     param_dtype: DType = jnp.float32,
@@ -104,10 +106,10 @@ class Conv3d(nnx.Module):
   ):
     self.in_channels = in_channels
     self.out_channels = out_channels
-    self.kernel_size = _ntuple(kernel_size, 3)
-    self.stride = _ntuple(stride, 3)
-    self.padding = _ntuple(padding, 3)
-    self.dilation = _ntuple(dilation, 3)
+    self.kernel_size = _ntuple(kernel_size, self.RANK)
+    self.stride = _ntuple(stride, self.RANK)
+    self.padding = _ntuple(padding, self.RANK)
+    self.dilation = _ntuple(dilation, self.RANK)
     bound = 1.0 / np.sqrt(in_channels * int(np.prod(self.kernel_size)))
     kernel_shape = (*self.kernel_size, in_channels, out_channels)
     self.kernel, self.bias = _kernel_and_bias(rngs, kernel_shape, bias, bound, param_dtype)
@@ -117,35 +119,16 @@ class Conv3d(nnx.Module):
     return conv_channels_last(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
 
 
-class Conv2d(nnx.Module):
+class Conv3d(_ConvNd):
+  """``torch.nn.Conv3d`` (zeros padding) on ``(B, T, H, W, C)``; ``kernel`` is ``DHWIO``."""
+
+  RANK = 3
+
+
+class Conv2d(_ConvNd):
   """``torch.nn.Conv2d`` (zeros padding) on ``(N, H, W, C)``; ``kernel`` is ``HWIO``."""
 
-  def __init__(
-    self,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int | tuple[int, int],
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    bias: bool = True,
-    *,
-    param_dtype: DType = jnp.float32,
-    rngs: nnx.Rngs,
-  ):
-    self.in_channels = in_channels
-    self.out_channels = out_channels
-    self.kernel_size = _ntuple(kernel_size, 2)
-    self.stride = _ntuple(stride, 2)
-    self.padding = _ntuple(padding, 2)
-    self.dilation = _ntuple(dilation, 2)
-    bound = 1.0 / np.sqrt(in_channels * int(np.prod(self.kernel_size)))
-    kernel_shape = (*self.kernel_size, in_channels, out_channels)
-    self.kernel, self.bias = _kernel_and_bias(rngs, kernel_shape, bias, bound, param_dtype)
-
-  def __call__(self, x: Array) -> Array:
-    bias = None if self.bias is None else self.bias[...]
-    return conv_channels_last(x, self.kernel[...], bias, self.stride, self.padding, self.dilation)
+  RANK = 2
 
 
 class GroupNorm(nnx.Module):

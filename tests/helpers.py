@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from compare.reference import build, perturb, state_numpy  # noqa: F401  (the tests' module-parity helpers)
+
 
 def torch_decode(model, z: np.ndarray) -> np.ndarray:
   import torch
@@ -42,39 +44,6 @@ PATHS = ("torchax", "native_flax")
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
-def perturb(module, seed: int):
-  """Default init, plus noise on 1-D parameters (GroupNorm scale/bias, conv biases) and on Wan's RMS-norm
-  ``gamma`` (all ones at init), so that no parameter is trivially 0 or 1."""
-  import torch
-
-  gen = torch.Generator().manual_seed(seed + 1000)
-  with torch.no_grad():
-    for name, p in sorted(module.named_parameters()):
-      if p.ndim == 1 or name.endswith("gamma"):
-        p.add_(0.1 * torch.randn(p.shape, generator=gen))
-  return module.eval()
-
-
-def state_numpy(module) -> dict[str, np.ndarray]:
-  return {k: v.detach().numpy() for k, v in module.state_dict().items()}
-
-
-def build(torch_cls, nnx_cls, *args, seed: int = 0, **kwargs):
-  """(diffusers module, NNX module with its weights copied through convert's table)."""
-  import torch
-  from flax import nnx
-
-  from native_flax import convert
-
-  torch.manual_seed(seed)
-  ref = perturb(torch_cls(*args, **kwargs), seed)
-  # Built as convert.load_model builds the model: eval_shape (no random init, which would compile
-  # one XLA program per parameter shape), then filled from the state dict through the table.
-  ours = nnx.eval_shape(lambda: nnx_cls(*args, **kwargs, rngs=nnx.Rngs(seed)))
-  ours = convert.load_into(ours, state_numpy(ref), source=torch_cls.__name__)
-  return ref, ours
-
-
 def run(module, *args, method="__call__", **static):
   """``module.method(*args, **static)`` (``method``: a name or ``f(module, *args)``) as one jitted
   program: the way the driver runs it, and far fewer XLA compilations than eager dispatch."""
@@ -107,3 +76,25 @@ def err_of(ours, ref) -> float:
   ref = ref.detach().numpy()
   assert ours_cf.shape == ref.shape, (ours_cf.shape, ref.shape)
   return float(np.abs(ours_cf.astype(np.float64) - ref).max()) if ref.size else 0.0
+
+
+class ErrorLog(dict):
+  """The worst fp32 max abs error per check name of a test module, printed after its tests (``-s``)."""
+
+  def __init__(self, title: str):
+    super().__init__()
+    self.title = title
+
+  def check(self, name: str, ours, ref, tol: float) -> float:
+    err = err_of(ours, ref)
+    self[name] = max(err, self.get(name, 0.0))
+    assert err <= tol, f"{name}: max abs error {err:.3e} > {tol:.0e}"
+    return err
+
+  def report(self) -> None:
+    if self:
+      width = max(map(len, self))
+      print(f"\n\n{self.title}, fp32 max abs error:")
+      for name, err in self.items():
+        print(f"  {name:<{width}}  {err:.2e}")
+

@@ -29,7 +29,7 @@ from diffusers.models.autoencoders import autoencoder_kl_cogvideox as dm
 from diffusers.models.downsampling import CogVideoXDownsample3D as TorchDownsample3D
 from diffusers.models.upsampling import CogVideoXUpsample3D as TorchUpsample3D
 from flax import nnx
-from helpers import FAST_COMPILE, build, cl, err_of, perturb, pt, randn, run, state_numpy, torch_decode, torch_encode_mean
+from helpers import FAST_COMPILE, ErrorLog, build, cl, err_of, perturb, pt, randn, run, state_numpy, torch_decode, torch_encode_mean
 
 import native_flax
 from compare.checkpoints import COGVIDEOX_2B, TINY
@@ -40,17 +40,13 @@ from torchax_vae.core.models.cogvideox import frame_steps
 
 TOL = 1e-5  # fp32 max abs per module, tiny configs
 MODEL_TOL = 1e-4  # fp32 max abs, whole model (the project's bar)
-ERRORS: dict[str, float] = {}
+ERRORS = ErrorLog("native_flax vs diffusers")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_errors():
   yield
-  if ERRORS:
-    width = max(map(len, ERRORS))
-    print("\n\nnative_flax vs diffusers, fp32 max abs error:")
-    for name, err in ERRORS.items():
-      print(f"  {name:<{width}}  {err:.2e}")
+  ERRORS.report()
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -61,10 +57,7 @@ def _moments(model, x):
 
 
 def check(name: str, ours, ref: torch.Tensor, tol: float = TOL) -> float:
-  err = err_of(ours, ref)
-  ERRORS[name] = max(err, ERRORS.get(name, 0.0))
-  assert err <= tol, f"{name}: max abs error {err:.3e} > {tol:.0e}"
-  return err
+  return ERRORS.check(name, ours, ref, tol)
 
 
 def check_cache(name: str, ours, ref, tol: float = TOL) -> None:

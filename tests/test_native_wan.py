@@ -14,31 +14,24 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.autoencoders import autoencoder_kl_wan as dm
-from helpers import build, cl, err_of, pt, randn, run, torch_decode, torch_encode_mean
+from helpers import ErrorLog, build, cl, pt, randn, run, torch_decode, torch_encode_mean
 
 import native_flax
 from native_flax import autoencoder_kl_wan as nf
 
 TOL = 1e-5  # fp32 max abs per module, tiny configs
 MODEL_TOL = 1e-4  # fp32 max abs, whole model (the project's bar)
-ERRORS: dict[str, float] = {}
+ERRORS = ErrorLog("native_flax Wan vs diffusers")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _report_errors():
   yield
-  if ERRORS:
-    width = max(map(len, ERRORS))
-    print("\n\nnative_flax Wan vs diffusers, fp32 max abs error:")
-    for name, err in ERRORS.items():
-      print(f"  {name:<{width}}  {err:.2e}")
+  ERRORS.report()
 
 
 def check(name: str, ours, ref: torch.Tensor, tol: float = TOL) -> float:
-  err = err_of(ours, ref)
-  ERRORS[name] = max(err, ERRORS.get(name, 0.0))
-  assert err <= tol, f"{name}: max abs error {err:.3e} > {tol:.0e}"
-  return err
+  return ERRORS.check(name, ours, ref, tol)
 
 
 def walk_both(name, ref, ours, chunks, first_chunk_kw: bool = False, tol: float = TOL):

@@ -137,6 +137,21 @@ def _adapter(args: argparse.Namespace):
   return adapter_for(read_config(resolve_checkpoint_dir(args.model, subfolder=args.subfolder, revision=args.revision)))
 
 
+def _cache_dir(args: argparse.Namespace):
+  """``--cache-dir``: ``False`` for ``off``/``none`` (no persistent cache), else as given (None: default)."""
+  return False if args.cache_dir is not None and args.cache_dir.strip().lower() in ("off", "none") else args.cache_dir
+
+
+def _load(args: argparse.Namespace):
+  """The runner ``--path``, ``--model`` and the shared model arguments describe, tiled with ``--tiled``."""
+  runner = _loader(args.path)(
+    args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=_cache_dir(args), revision=args.revision
+  )
+  if args.tiled:
+    runner.enable_tiling()
+  return runner
+
+
 def _loader(path: str):
   if path == "native_flax":
     import native_flax
@@ -175,12 +190,7 @@ def run_decode(args: argparse.Namespace) -> int:
       f"({adapter.describe_latent_scaling()}); leave it unset"
     )
 
-  cache_dir = False if args.cache_dir in ("off", "none") else args.cache_dir
-  runner = _loader(args.path)(
-    args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=cache_dir, revision=args.revision
-  )
-  if args.tiled:
-    runner.enable_tiling()
+  runner = _load(args)
   loaded = time.perf_counter()
 
   progress = ProgressBar(enabled=lead and not args.no_progress)
@@ -226,25 +236,20 @@ def run_precompile(args: argparse.Namespace) -> int:
   start = time.perf_counter()
   from .core.compile_cache import resolve_cache_dir
 
-  off = args.cache_dir is not None and args.cache_dir.strip().lower() in ("off", "0", "false", "none")
-  if off or resolve_cache_dir(args.cache_dir) is None:
+  if resolve_cache_dir(_cache_dir(args)) is None:
     raise UsageError(
       "the compilation cache is off (--cache-dir or $TORCHAX_VAE_CACHE_DIR): precompile keeps its programs "
       "there; with none there is nothing to keep"
     )
   adapter = _adapter(args)  # config only: shapes are checked before any weights are read
   shapes = [parse_latent_shape(text, adapter.latent_channels, adapter.class_name) for text in args.latent]
-  runner = _loader(args.path)(
-    args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=args.cache_dir, revision=args.revision
-  )
-  if args.tiled:
-    runner.enable_tiling()
+  runner = _load(args)
   loaded = time.perf_counter()
   from .core.mesh import describe
 
   store = runner.programs.store
   if store.directory is None:  # the directory could not be written (load warned why)
-    raise UsageError(f"cannot keep programs in {resolve_cache_dir(args.cache_dir)}: it is not writable")
+    raise UsageError(f"cannot keep programs in {resolve_cache_dir(_cache_dir(args))}: it is not writable")
 
   for shape in shapes:
     for program in runner.precompile([shape], encode=args.encode):

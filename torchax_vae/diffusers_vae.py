@@ -45,7 +45,6 @@ from diffusers.configuration_utils import FrozenDict
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
 from diffusers.models.modeling_outputs import AutoencoderKLOutput
 
-from .core import kinds
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -155,10 +154,9 @@ def _tensor(value: Any, name: str) -> torch.Tensor:
   return value
 
 
-def _like(result: Any, reference: torch.Tensor) -> torch.Tensor:
-  """``result`` (a CPU torch tensor from the runner) on ``reference``'s device, in its dtype."""
-  if not isinstance(result, torch.Tensor):  # defensive: the runner gives back the kind it was given
-    result = kinds.from_jax(result, kinds.TORCH)
+def _like(result: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+  """``result`` (a CPU torch tensor: the runner gives back the kind it was given) on ``reference``'s
+  device, in its dtype."""
   return result.to(device=reference.device, dtype=reference.dtype)
 
 

@@ -235,9 +235,7 @@ class Runner:
       shape = self._check_shape(shape, "latent_shapes", self.adapter.latent_channels, "latent channels")
       records += self._precompile(DECODE, shape)
       if encode:
-        b, _, t, h, w = shape
-        s = self.adapter.spatial_compression
-        video = (b, self.adapter.sample_channels, self.adapter.decoded_num_frames(t), h * s, w * s)
+        video = self.adapter.decoded_shape(shape)
         self.adapter.check_sample(jax.ShapeDtypeStruct(video, self.compute_dtype), "video")
         records += self._precompile(ENCODE, video)
     return records
@@ -267,7 +265,9 @@ class Runner:
     if grid is not None:
       h_axis, w_axis = self._spatial_axes()
       for rows, cols in (tile for row in grid.tiles(x.shape[h_axis], x.shape[w_axis]) for tile in row):
-        walks.setdefault(f" {rows.stop - rows.start}x{cols.stop - cols.start}", self._tile(x, rows, cols))
+        suffix = f" {rows.stop - rows.start}x{cols.stop - cols.start}"
+        if suffix not in walks:  # the first tile of each shape: its programs serve the others
+          walks[suffix] = self._tile(x, rows, cols)
       del walks[""]
     records = []
     for suffix, walk_in in walks.items():

@@ -176,6 +176,12 @@ class VideoVAE:
     """Frames a decode of ``num_latent_frames`` returns."""
     raise NotImplementedError
 
+  def decoded_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The video ``(B, 3, F, H * s, W * s)`` an untiled decode of latents ``(B, C, T, H, W)`` returns."""
+    b, _, t, h, w = latent_shape
+    s = self.spatial_compression
+    return (b, self.sample_channels, self.decoded_num_frames(t), h * s, w * s)
+
   # --- before encode / after decode (driver layout: (B, C, T, H, W), jax arrays) -------------------
 
   def check_sample(self, x: jax.Array, name: str) -> None:
