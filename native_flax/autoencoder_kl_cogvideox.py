@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from torchax_vae.core import resize as resize_lib
 from torchax_vae.core.checkpoint import CogVideoXVAEConfig
 
 # The PyTorch leaf layers are shared with the other ports (re-exported here for the port's readers).
@@ -97,22 +98,11 @@ def _nearest_source_indices(in_size: int, out_size: int) -> np.ndarray:
   return np.minimum(src, in_size - 1)
 
 
-def _resize_axis_nearest(x: Array, axis: int, out_size: int) -> Array:
-  in_size = x.shape[axis]
-  if in_size == out_size:
-    return x
-  src = _nearest_source_indices(in_size, out_size)
-  factor = out_size // in_size
-  if out_size % in_size == 0 and np.array_equal(src, np.arange(out_size) // factor):
-    return jnp.repeat(x, factor, axis=axis)  # integer upscale: a broadcast, no gather
-  return jnp.take(x, jnp.asarray(src, dtype=jnp.int32), axis=axis)
-
-
 def interpolate_nearest(x: Array, size: tuple[int, ...], axes: tuple[int, ...]) -> Array:
-  """``F.interpolate(x, size, mode="nearest")`` on the given axes, one axis at a time (no axis merge)."""
-  for axis, out_size in zip(axes, size, strict=True):
-    x = _resize_axis_nearest(x, axis, out_size)
-  return x
+  """``F.interpolate(x, size, mode="nearest")`` on the given axes, one axis at a time (no axis merge):
+  an integer upscale is a ``repeat`` (a broadcast, no gather; ``core.resize``)."""
+  indices = [_nearest_source_indices(x.shape[axis], out_size) for axis, out_size in zip(axes, size, strict=True)]
+  return resize_lib.take_axes(x, indices, axes)
 
 
 def _upsample2x_nearest(x: Array, axes: tuple[int, ...]) -> Array:
@@ -248,12 +238,17 @@ class CogVideoXSpatialNorm3D(nnx.Module):
     spatial_axes = (T_AXIS, H_AXIS, W_AXIS)
     frames, height, width = f.shape[1:4]
 
+    latent_frames = zq.shape[T_AXIS]
+    if frames > 1 and frames % 2 == 1:  # first frame to first frame, the rest to the rest
+      time_index = np.concatenate([[0], 1 + _nearest_source_indices(latent_frames - 1, frames - 1)])
+    else:
+      time_index = _nearest_source_indices(latent_frames, frames)
+    indices = [time_index] + [_nearest_source_indices(zq.shape[a], n) for a, n in ((H_AXIS, height), (W_AXIS, width))]
+
     def resize(z: Array) -> Array:
-      if frames > 1 and frames % 2 == 1:
-        z_first = interpolate_nearest(z[:, :1], (1, height, width), spatial_axes)
-        z_rest = interpolate_nearest(z[:, 1:], (frames - 1, height, width), spatial_axes)
-        return jnp.concatenate([z_first, z_rest], axis=T_AXIS)
-      return interpolate_nearest(z, (frames, height, width), spatial_axes)
+      # diffusers concatenates the two resized pieces; taking the one time index (at the latent's
+      # resolution: the pieces are runs of it) gives the same tensor without a full-size concatenation.
+      return resize_lib.take_axes(z, indices, spatial_axes)
 
     # diffusers resizes zq, then applies the two 1x1x1 convs. Nearest resizing only copies pixels
     # and a 1x1x1 conv maps each pixel on its own, so convolving first and resizing the results is

@@ -312,3 +312,30 @@ def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path):
   header = proc.stdout.splitlines()[0]
   assert "| temp MB | argument MB | output MB |" in header and "decode" not in header
   assert not (tmp_path / "logs" / "matmul.log").exists()  # nothing run
+
+
+@pytest.mark.parametrize("path", ["torchax", "native_flax"])
+def test_profile_reports_ops_and_programs(tiny_dir, tmp_path, capsys, path):
+  """compare.profile: the profiled decode's ops by kind (convolutions among them), and per program
+  the HLO counts and XLA's analyses; the profile is kept where asked."""
+  from compare import profile
+
+  assert profile.main(["--path", path, "--model", str(tiny_dir), "--latent", "1,4,3,4,4", "--out", str(tmp_path)]) == 0
+  report = json.loads(capsys.readouterr().out)
+  assert report["path"] == path and report["latent"] == [1, 4, 3, 4, 4] and report["decode_s"] > 0
+  assert report["ops"] and all(kind["count"] > 0 and kind["ms"] >= 0 for kind in report["ops"].values())
+  assert any(kind.startswith("ynn") or "convolution" in kind for kind in report["ops"])  # the convolutions ran
+  assert set(report["hlo"]) == {"first"}  # T=3: one frame step
+  first = report["hlo"]["first"]
+  assert first["fusions"] > 0 and first["gflop"] > 0 and first["temp_mb"] >= 0
+  assert 0 < len(report["top"]) <= 15 and all(op["shape"] for op in report["top"])
+  assert list(tmp_path.glob("plugins/profile/*/perfetto_trace.json.gz"))
+
+
+def test_profile_refuses_a_bad_latent(capsys):
+  from compare import profile
+
+  with pytest.raises(SystemExit) as exit_info:
+    profile.main(["--path", "torchax", "--latent", "1,16,2"])
+  assert exit_info.value.code == 2
+  assert "--latent '1,16,2': expected 5 comma-separated positive integers" in capsys.readouterr().err

@@ -145,6 +145,7 @@ def test_causal_conv3d(kernel_size, pad_mode):
     ((1, 4, 6), (1, 2, 3)),
     ((3, 4, 3), (3, 4, 3)),  # same size (decoder mid block)
     ((6, 10, 7), (4, 3, 3)),  # non-integer ratios: floor(dst * in / out)
+    ((5, 7, 6), (4, 3, 3)),  # odd T and non-integer ratios: the one time index, not two pieces joined
   ],
 )
 def test_spatial_norm3d(f_shape, z_shape):

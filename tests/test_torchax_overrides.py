@@ -130,3 +130,58 @@ def test_unpadded_convolution_is_computed_padded_on_cpu(kernel, dilation):
   lowered = jax.jit(lambda a, b: conv.conv2d(a, b, (1, 1), (0, 0), dilation)).lower(x, k).as_text()
   half = [dilation[i] * (kernel[i] - 1) // 2 for i in range(2)]
   assert f"pad = [[{half[0]}, {half[0]}], [{half[1]}, {half[1]}]]" in lowered  # the padded form is what runs
+
+
+def _traced_module(module, *tensors, track_resizes=True):
+  """``module(*tensors)`` jitted through torchax with the overrides (and, inside, the resize tracking
+  the step programs use): its output and its lowered program."""
+  import contextlib
+
+  import jax
+  from torchax import interop
+
+  env = backend.torchax.default_env()
+  backend.install_op_overrides(env)
+  params = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+
+  def program(params, *arrays):
+    with env, torch.no_grad(), backend.tracking_resizes() if track_resizes else contextlib.nullcontext():
+      out = torch.func.functional_call(module, interop.torch_view(params), interop.torch_view(arrays))
+      return interop.jax_view(out)
+
+  args = (params, *[t.numpy() for t in tensors])
+  return jax.jit(program)(*args), jax.jit(program).lower(*args).as_text()
+
+
+@pytest.mark.parametrize(
+  ("f_shape", "z_shape"),
+  [
+    ((5, 8, 6), (3, 4, 3)),  # odd T: diffusers resizes the first frame alone and concatenates
+    ((4, 8, 6), (2, 4, 3)),
+    ((5, 7, 6), (4, 3, 3)),  # odd T, non-integer factors
+    ((6, 10, 7), (4, 3, 3)),
+  ],
+)
+def test_spatial_norm_convolves_before_resizing(f_shape, z_shape):
+  """CogVideoXSpatialNorm3D (unmodified) through torchax: its 1x1x1 conv_y/conv_b run on zq at its
+  own resolution and their results are resized (the recorded resize of _convolution_channels_last),
+  not on zq resized to f's size; the output is diffusers'. Without the tracking, the matmuls have
+  f's size: that is what the tracking removes."""
+  import re
+
+  from diffusers.models.autoencoders.autoencoder_kl_cogvideox import CogVideoXSpatialNorm3D
+
+  torch.manual_seed(0)
+  module = CogVideoXSpatialNorm3D(f_channels=8, zq_channels=4, groups=4).eval()
+  f, zq = torch.from_numpy(randn(2, 8, *f_shape, seed=3)), torch.from_numpy(randn(2, 4, *z_shape, seed=4))
+  with torch.no_grad():
+    expected, _ = module(f, zq)
+  (out, _), text = _traced_module(module, f, zq)
+  np.testing.assert_allclose(np.asarray(out), expected.numpy(), atol=1e-5, rtol=0)
+
+  def matmul_inputs(program):  # the activation operand of each dot_general, as its dims
+    return [tuple(map(int, m.split("x")[:-1])) for m in re.findall(r"dot_general.*?\(tensor<([0-9x]+f32)>", program)]
+
+  assert matmul_inputs(text) == [(2, *z_shape, 4)] * 2  # (B, T, H, W, I) at zq's size
+  _, untracked = _traced_module(module, f, zq, track_resizes=False)
+  assert matmul_inputs(untracked) == [(2, *f_shape, 4)] * 2

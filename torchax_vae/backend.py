@@ -4,11 +4,16 @@ Nothing of diffusers is patched or copied: a model's class is built from its con
 device (``torchax_vae.models.<name>``), its parameters are swapped for JAX arrays at call time
 (``JittableModule.functional_call``), sharding constraints and cache bookkeeping are added from
 outside with forward hooks, a few ATen lowerings of torchax are replaced (:func:`install_op_overrides`),
-and the driver (``core.driver``) jits and walks the steps.
+each step is traced once more so that transposes travel with the data (``core.transposes``: the
+program computes channels-last between its convolutions, as native_flax does), and the driver
+(``core.driver``) jits and walks the steps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import dataclasses
 import functools
 import sys
 from collections.abc import Callable, Sequence
@@ -23,6 +28,8 @@ from ._torchax_compat import import_torchax
 from .core import conv as conv_lib
 from .core import mesh as mesh_lib
 from .core import norm as norm_lib
+from .core import resize as resize_lib
+from .core import transposes as transposes_lib
 from .core.driver import DTYPES, StepFunctions
 
 torchax = import_torchax()
@@ -31,6 +38,7 @@ import torch  # noqa: E402  (after torchax, which must be imported through the s
 from torchax import interop  # noqa: E402
 
 LAYOUT = "BCTHW"
+CACHE_LAYOUT = "BTHWC"  # the conv cache between steps, as the channels-last convolutions read and write it
 
 # (vae module, input, conv cache | None) -> (output, conv cache): one frame step in torch terms.
 TorchStep = Callable[[torch.nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -117,16 +125,73 @@ def _group_norm_keeping_layout(x, weight, bias, n, c, hxw, group, eps):
   return out.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
 
 
+# --- Resize, then 1x1 convolution: convolved at the source's resolution -----------------------
+#
+# diffusers' CogVideoXSpatialNorm3D resizes the latent ``zq`` (16 channels) to the decoder's full
+# resolution and then applies two 1x1x1 convolutions to it (16 -> up to 512 channels). Nearest
+# resizing only copies pixels and a 1x1 convolution maps each pixel on its own, so the two orders
+# give the same numbers; but in diffusers' order each convolution is a matmul whose (full
+# resolution, 512-channel) output XLA must materialise, and on CPU it schedules them early and keeps
+# them live: the first decode program of cogvideox-2b at latent 1,16,2,16,16 needed 2195 MB of
+# scratch against native_flax's 627 MB (which convolves first, then resizes into the elementwise
+# consumer). The resize lowering below records, for the trace being built, which source and which
+# per-axis source indices each resized tensor came from (``torch.cat`` of such pieces along a
+# resized axis too: SpatialNorm3D's odd-frame path); the 1x1 convolution lowering convolves that
+# source instead and resizes the result. The recorded resize output is then unused and XLA drops it.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Resized:
+  """``value == _take_axes(source, indices)``: a nearest resize of ``source`` on axes 2, 3, ...."""
+
+  value: jax.Array
+  source: jax.Array
+  indices: tuple[np.ndarray, ...]  # per axis from 2 on: the source index of each output index
+
+
+# id(value) -> _Resized for the program being traced; None outside make_steps' steps (eager torchax
+# use would keep every resized array alive). The entries hold their arrays, so no id is reused.
+_RESIZED: contextvars.ContextVar[dict[int, _Resized] | None] = contextvars.ContextVar("_RESIZED", default=None)
+
+
+@contextlib.contextmanager
+def tracking_resizes():
+  """While active, resized tensors are recorded so 1x1 convolutions of them run before the resize."""
+  token = _RESIZED.set({})
+  try:
+    yield
+  finally:
+    _RESIZED.reset(token)
+
+
+def _record_resize(value, source, indices) -> None:
+  registry = _RESIZED.get()
+  if registry is not None:
+    registry[id(value)] = _Resized(value, source, tuple(indices))
+
+
+def _resized(value) -> _Resized | None:
+  registry = _RESIZED.get()
+  entry = registry.get(id(value)) if registry is not None else None
+  return entry if entry is not None and entry.value is value else None
+
+
+def _take_axes(x, indices: Sequence[np.ndarray]):
+  """``x`` resized by static source ``indices`` on axes 2, 3, ... (``core.resize``: repeats, not gathers)."""
+  return resize_lib.take_axes(x, indices, range(2, 2 + len(indices)))
+
+
 def _upsample_nearest_axis_by_axis(x, output_size, *scales, exact: bool = False):
   """``aten.upsample_nearest{1,2,3}d`` and (``exact``) ``aten._upsample_nearest_exact{1,2,3}d``, both
   the ``.vec`` and the per-axis-scales overloads.
 
   torchax lowers nearest resizing through a decomposition that gathers with computed indices
-  (``_unsafe_index``); on a width-sharded input GSPMD all-gathers the input for that gather. Here an
-  integer factor is a ``repeat`` along that axis alone, which keeps the width split (for both modes:
-  with an integer factor r, ``floor((dst + 0.5) / r) == dst // r``); other factors take PyTorch's
-  index axis by axis, ``min(floor(dst * scale), in - 1)`` (nearest) or ``min(floor((dst + 0.5) *
-  scale), in - 1)`` (nearest-exact, Wan's ``WanUpsample``).
+  (``_unsafe_index``); on a width-sharded input GSPMD all-gathers the input for that gather. Here
+  each axis takes PyTorch's source index, ``min(floor(dst * scale), in - 1)`` (nearest) or
+  ``min(floor((dst + 0.5) * scale), in - 1)`` (nearest-exact, Wan's ``WanUpsample``), computed in
+  float32 as PyTorch does, and applies it axis by axis: an integer factor is a ``repeat`` along that
+  axis alone (for both modes: with an integer factor r, ``floor((dst + 0.5) / r) == dst // r``),
+  which keeps the width split. The result is recorded for :func:`_convolution_channels_last`.
   """
   spatial = x.shape[2:]
   if len(scales) == 1 and (scales[0] is None or isinstance(scales[0], list | tuple)):  # .vec overload
@@ -135,24 +200,56 @@ def _upsample_nearest_axis_by_axis(x, output_size, *scales, exact: bool = False)
     per_axis = list(scales) + [None] * (len(spatial) - len(scales))
   if output_size is None:
     output_size = [int(size * factor) for size, factor in zip(spatial, per_axis)]
-  for i, (size_in, size_out, factor) in enumerate(zip(spatial, output_size, per_axis)):
-    axis = 2 + i
-    scale = 1.0 / factor if factor else size_in / size_out
+  indices = []
+  for size_in, size_out, factor in zip(spatial, output_size, per_axis):
+    scale = np.float32(1.0 / factor if factor else size_in / size_out)
     repeats = size_out // size_in
     if size_out == size_in * repeats and scale * repeats == 1.0:
-      x = jnp.repeat(x, repeats, axis=axis) if repeats > 1 else x
+      indices.append(np.arange(size_out) // repeats)
     else:
-      dst = jnp.arange(size_out, dtype=jnp.float32) + (jnp.float32(0.5) if exact else jnp.float32(0))
-      index = jnp.floor(dst * jnp.float32(scale)).astype(jnp.int32)
-      x = jnp.take(x, jnp.minimum(index, size_in - 1), axis=axis)
-  return x
+      dst = np.arange(size_out, dtype=np.float32) + (np.float32(0.5) if exact else np.float32(0))
+      indices.append(np.minimum(np.floor(dst * scale).astype(np.int64), size_in - 1))
+  out = _take_axes(x, indices)
+  _record_resize(out, x, indices)
+  return out
+
+
+def _cat_keeping_resizes(tensors, dim=0):
+  """``aten.cat`` (torchax's lowering); a concatenation, along a resized axis, of resized tensors
+  whose other axes match is recorded as one resize of the concatenated sources."""
+  from torchax.ops import jaten
+
+  out = jaten._aten_cat(tensors, dim)
+  pieces = [_resized(t) for t in tensors]
+  if not pieces or any(p is None for p in pieces):
+    return out
+  axis = dim % out.ndim
+  ndim = {p.source.ndim for p in pieces}
+  if axis < 2 or ndim != {out.ndim}:
+    return out
+  k = axis - 2
+  rest = [i for i in range(out.ndim - 2) if i != k]
+  first = pieces[0]
+  if any(
+    p.source.shape[:axis] + p.source.shape[axis + 1 :] != first.source.shape[:axis] + first.source.shape[axis + 1 :]
+    or any(not np.array_equal(p.indices[i], first.indices[i]) for i in rest)
+    for p in pieces
+  ):
+    return out
+  offsets = np.cumsum([0] + [p.source.shape[axis] for p in pieces[:-1]])
+  index = np.concatenate([p.indices[k] + offset for p, offset in zip(pieces, offsets)])
+  source = jnp.concatenate([p.source for p in pieces], axis=axis)
+  _record_resize(out, source, [index if i == k else first.indices[i] for i in range(out.ndim - 2)])
+  return out
 
 
 def _convolution_channels_last(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
   """``aten.convolution`` (2D and 3D, ungrouped, not transposed) for XLA's fast CPU convolution.
 
   * 1x1(x1) kernels, stride 1, no padding (SpatialNorm3D's ``conv_y``/``conv_b``, the resnet
-    shortcuts) are one matmul ``(O, I) . (N, I, *S)`` in the channels-first layout: no transpose.
+    shortcuts) are one matmul ``(N, *S, I) . (O, I)``, channels-last like the others.
+    If the input is a recorded nearest resize (SpatialNorm3D's ``zq``), the matmul runs on the
+    resize's source and its result is resized (see :class:`_Resized`).
   * Everything else runs channels-last through :func:`core.conv.conv_channels_last` (shared with
     ``native_flax``): 3D in the platform's form (per-time-tap 2D convolutions on CPU, one 3D
     convolution elsewhere; ``TORCHAX_VAE_CONV``), 2D as one.
@@ -167,12 +264,14 @@ def _convolution_channels_last(input, weight, bias, stride, padding, dilation, t
     return jaten._aten_convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
   stride, padding, dilation = (tuple(v) * nd if len(v) == 1 else tuple(v) for v in (stride, padding, dilation))
   if weight.shape[2:] == (1,) * nd and stride == (1,) * nd and padding == (0,) * nd:
-    # (O, N, *S), then N first: a bitcast for N == 1. No axis is merged (a width split stays one).
-    out = jax.lax.dot_general(weight.reshape(weight.shape[:2]), input, (((1,), (1,)), ((), ())))
-    out = jnp.swapaxes(out, 0, 1)
+    resized = _resized(input)
+    source = jnp.moveaxis(resized.source if resized is not None else input, 1, -1)  # (N, *S, I)
+    # (N, *S, O): contracts the channels, merges no axis (a width split stays one).
+    out = jax.lax.dot_general(source, weight.reshape(weight.shape[:2]), (((nd + 1,), (1,)), ((), ())))
     if bias is not None:
-      out = out + bias.reshape(-1, *(1,) * nd)
-    return out
+      out = out + bias
+    out = jnp.moveaxis(out, -1, 1)
+    return _take_axes(out, resized.indices) if resized is not None else out
   x = jnp.moveaxis(input, 1, -1)
   kernel = jnp.transpose(weight, (*range(2, weight.ndim), 1, 0))  # (*kernel, I, O)
   return jnp.moveaxis(conv_lib.conv_channels_last(x, kernel, bias, stride, padding, dilation), -1, 1)
@@ -194,6 +293,7 @@ def install_op_overrides(env) -> None:
   ):
     env.override_op_definition(op, exact)
   env.override_op_definition(torch.ops.aten.convolution, interop.torch_view(_convolution_channels_last))
+  env.override_op_definition(torch.ops.aten.cat, interop.torch_view(_cat_keeping_resizes))
 
 
 def make_steps(
@@ -206,18 +306,23 @@ def make_steps(
   whatever pytree of tensors (and ``None``) they return as the cache comes back as JAX arrays.
   ``sources``: the modules whose code the compiled programs depend on (the model's step builder,
   the diffusers model file), hashed into the stored executables' key.
+
+  Each step is traced with resizes recorded (:func:`tracking_resizes`, for SpatialNorm3D's 1x1
+  convolutions) and evaluated through ``core.transposes.sink_transposes`` unless
+  ``$TORCHAX_VAE_SINK_TRANSPOSES=0``.
   """
   env = torchax.default_env()
   install_op_overrides(env)
   jittable = interop.JittableModule(module, dedup_parameters=False)
   conv3d_form = conv_lib.conv3d_form()  # fixed for this model's programs (and in their key)
+  sink = transposes_lib.enabled()
 
   def as_jax(step):
     def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
       # JAX values in, torchax tensors through the unmodified torch code, JAX values out.
       params = {k: _torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
       params_t, inputs_t, cache_t = env.j2t_iso((params, inputs, conv_cache))
-      with env, torch.no_grad(), conv_lib.using_form(conv3d_form):
+      with env, torch.no_grad(), conv_lib.using_form(conv3d_form), tracking_resizes():
         out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t)
       return env.t2j_iso(out)
 
@@ -232,11 +337,22 @@ def make_steps(
     "torch": torch.__version__,
     "torchax": torchax.__version__,
     "diffusers": diffusers.__version__,
-    "source": source_digest(sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, *sources),
+    "source": source_digest(
+      sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, resize_lib, transposes_lib, *sources
+    ),
     "conv3d": conv3d_form,
+    "sink_transposes": sink,
   }
+  if sink:  # (params, inputs, cache) -> (outputs, cache): the cache is held channels-last between steps
+    carry = functools.partial(transposes_lib.sink_transposes, channels_last_args=(2,), channels_last_outputs=(1,))
+  else:
+    carry = lambda fn: fn  # noqa: E731
   return StepFunctions(
-    layout=LAYOUT, decode_step=as_jax(decode_step), encode_step=as_jax(encode_step), fingerprint=fingerprint
+    layout=LAYOUT,
+    decode_step=carry(as_jax(decode_step)),
+    encode_step=carry(as_jax(encode_step)),
+    fingerprint=fingerprint,
+    cache_layout=CACHE_LAYOUT if sink else None,
   )
 
 

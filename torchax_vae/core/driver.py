@@ -59,6 +59,10 @@ class StepFunctions:
   # What the compiled programs depend on besides config, dtype and inputs (package versions, a
   # digest of the step code): part of the key of stored executables.
   fingerprint: dict[str, str] = dataclasses.field(default_factory=dict)
+  # The layout of the cache's 5-D leaves, if not ``layout`` (torchax's steps keep their cache
+  # channels-last, as the convolutions read and write it: core.transposes). Opaque to the driver
+  # except for sharding: batch on dp, width on tp, wherever the layout puts them.
+  cache_layout: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +121,7 @@ class Runner:
       params = jax.tree.map(functools.partial(mesh_lib.put, sharding=mesh_lib.replicated(self.mesh)), params)
     self.params = params
     self._activation = mesh_lib.activation_sharding(self.mesh, steps.layout)
+    self._cache_activation = mesh_lib.activation_sharding(self.mesh, steps.cache_layout or steps.layout)
     # How often each step function was traced: a retrace means a new program was built.
     self.trace_counts: Counter[str] = Counter()
     self.programs = executables.Programs(
@@ -135,16 +140,21 @@ class Runner:
 
   # --- jitted programs -------------------------------------------------------------------------
 
-  def _constrain(self, tree: Any) -> Any:
-    if self._activation is None:
+  def _constrain(self, tree: Any, sharding: Any = None) -> Any:
+    """Each leaf of ``tree`` constrained to ``sharding`` (default: the activations')."""
+    sharding = sharding or self._activation
+    if sharding is None:
       return tree
     # Inside jit, GSPMD pads a dimension the mesh axis does not divide, so uneven batch or width
     # is still split (and exact); device_put outside jit would refuse it.
-    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, self._activation), tree)
+    return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, sharding), tree)
+
+  def _constrain_cache(self, cache: Any) -> Any:
+    return self._constrain(cache, self._cache_activation)
 
   def _split_sizes(self, ndim: int) -> tuple[int, ...]:
-    """Devices each axis of an activation of rank ``ndim`` is split over (1: not split)."""
-    spec = tuple(self._activation.spec) + (None,) * ndim
+    """Devices each axis of a cache leaf of rank ``ndim`` is split over (1: not split)."""
+    spec = tuple(self._cache_activation.spec) + (None,) * ndim
     return tuple(int(np.prod([self.mesh.shape[n] for n in jax.tree.leaves(spec[i])])) for i in range(ndim))
 
   def _pad_cache(self, cache: Any) -> Any:
@@ -186,15 +196,15 @@ class Runner:
       def program(params, inputs):
         self.trace_counts[label] += 1
         out, cache = step(params, self._constrain(inputs), None)
-        return self._constrain(out), self._constrain(self._pad_cache(cache))
+        return self._constrain(out), self._constrain_cache(self._pad_cache(cache))
 
     else:
 
       def program(params, inputs, cache):
         self.trace_counts[label] += 1
-        cache = self._unpad_cache(self._constrain(cache), step, params, inputs, label.split("_")[0])
+        cache = self._unpad_cache(self._constrain_cache(cache), step, params, inputs, label.split("_")[0])
         out, cache = step(params, self._constrain(inputs), cache)
-        return self._constrain(out), self._constrain(self._pad_cache(cache))
+        return self._constrain(out), self._constrain_cache(self._pad_cache(cache))
 
     program.__name__ = f"{self.name}_{label}"
     # The steady program's cache in has the shapes of its cache out (padded alike on a mesh), and the
