@@ -63,7 +63,7 @@ REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod",
                         "argmax", "argmin"})  # fmt: skip
 # Primitives that call a sub-jaxpr (jit, custom derivatives, remat): evaluated inline, with the same rules.
 CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
-                   "custom_vjp_call_jaxpr", "remat", "checkpoint"})  # fmt: skip
+                   "custom_vjp_call_jaxpr", "remat", "remat2", "checkpoint"})  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +160,8 @@ def _transpose(eqn, invals):
 
 def _reduction(eqn, invals):
   (x,) = invals
+  if eqn.params.get("out_sharding") is not None:  # in logical terms
+    return None
   axes = tuple(eqn.params["axes"])
   physical_axes = tuple(sorted(x.perm.index(a) for a in axes))
   out = eqn.primitive.bind(x.physical, **{**eqn.params, "axes": physical_axes})
@@ -235,7 +237,7 @@ def _reshaped_order(shape: tuple[int, ...], new_shape: tuple[int, ...], perm: Pe
   (merged or split together); each group's input axes must be adjacent and in order physically."""
   ins = [a for a in range(len(shape)) if shape[a] != 1]
   outs = [b for b in range(len(new_shape)) if new_shape[b] != 1]
-  if not ins or not outs:
+  if not ins or not outs or 0 in shape:  # nothing to keep in place (or an empty array)
     return None
   groups: list[tuple[list[int], list[int]]] = []
   i = j = 0
@@ -270,6 +272,8 @@ def _sharding_constraint(eqn, invals):
   sharding = p["sharding"]
   if not isinstance(sharding, jax.sharding.NamedSharding) or p.get("layout") is not None or p.get("unconstrained_dims"):
     return None
+  if getattr(sharding.spec, "unreduced", None) or getattr(sharding.spec, "reduced", None):
+    return None  # not carried over by a rebuilt PartitionSpec
   spec = tuple(sharding.spec) + (None,) * (len(x.perm) - len(sharding.spec))
   physical = jax.sharding.NamedSharding(
     sharding.mesh, jax.sharding.PartitionSpec(*[spec[a] for a in x.perm]), memory_kind=sharding.memory_kind
@@ -338,6 +342,8 @@ def sink_transposes(
 ) -> Callable:
   """``fn`` (a pure JAX function of pytrees of arrays), evaluated with transposes carried to the ops
   that need the logical layout (see the module docstring). Same results; call it under ``jax.jit``.
+  For forward computation only: inner ``jit``s and custom derivatives are inlined (their shardings
+  and derivative rules are not kept), so do not differentiate the result.
 
   ``channels_last_args`` / ``channels_last_outputs``: positions of the arguments / of the outputs
   (``fn`` returning a tuple) whose leaves of rank >= 3 are passed and returned physically
