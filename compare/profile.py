@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
   import jax
   import numpy as np
 
+  from compare import worker
   from compare.bench import UsageError, parse_ints, resolve_model
 
   try:
@@ -129,17 +130,10 @@ def main(argv: list[str] | None = None) -> int:
   top = sorted(times.items(), key=lambda kv: -kv[1])[: args.top]
 
   def analysis(executable) -> dict:
-    cost = executable.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    memory = executable.memory_analysis()
-    mb = 2**20
-    return {
-      "gflop": round(cost.get("flops", 0) / 1e9, 1),
-      "gb_accessed": round(cost.get("bytes accessed", 0) / 1e9, 2),
-      "temp_mb": round(memory.temp_size_in_bytes / mb),
-      "argument_mb": round(memory.argument_size_in_bytes / mb),
-      "output_mb": round(memory.output_size_in_bytes / mb),
-    }
+    gflop, accessed = (worker.program_cost(executable, field) for field in ("flops", "bytes accessed"))
+    memory = worker.program_memory(executable) or {}
+    memory_mb = {f"{name}_mb": round(value / 2**20) for name, value in memory.items()}
+    return {"gflop": gflop and round(gflop / 1e9, 1), "gb_accessed": accessed and round(accessed / 1e9, 2), **memory_mb}
 
   report = {
     "path": args.path,

@@ -99,20 +99,23 @@ def conv2d(
   cut = tuple(r // 2 for r in reach)
   if padding == (0, 0) and stride == (1, 1) and any(cut) and pad_valid_convolutions():
     # Padded by half the window: output row i + cut is the unpadded convolution's row i.
-    out = _conv2d(x, kernel, stride, cut, dilation, accumulate_dtype)
+    out = _convolution(x, kernel, stride, cut, dilation, accumulate_dtype)
     rows = jax.lax.slice_in_dim(out, cut[0], cut[0] + x.shape[1] - reach[0], axis=1)
     return jax.lax.slice_in_dim(rows, cut[1], cut[1] + x.shape[2] - reach[1], axis=2)
-  return _conv2d(x, kernel, stride, padding, dilation, accumulate_dtype)
+  return _convolution(x, kernel, stride, padding, dilation, accumulate_dtype)
 
 
-def _conv2d(x, kernel, stride, padding, dilation, accumulate_dtype):
+def _convolution(x, kernel, stride, padding, dilation, accumulate_dtype):
+  """Channels-last 2D ``(N, H, W, C) * (kH, kW, C, O)`` or 3D ``(N, T, H, W, C) * (kT, kH, kW, C, O)``,
+  symmetric ``padding`` per axis, summed in ``accumulate_dtype``."""
+  spatial = "DHW"[-(x.ndim - 2) :]
   return jax.lax.conv_general_dilated(
     x,
     kernel.astype(x.dtype),
     window_strides=stride,
     padding=[(p, p) for p in padding],
     rhs_dilation=dilation,
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    dimension_numbers=(f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"),
     preferred_element_type=accumulate_dtype,
   )
 
@@ -162,15 +165,7 @@ def conv3d(
   PyTorch's convolution (bias inside) and :func:`conv3d_by_time_taps` do.
   """
   accumulate = jnp.promote_types(x.dtype, jnp.float32)
-  out = jax.lax.conv_general_dilated(
-    x,
-    kernel.astype(x.dtype),
-    window_strides=stride,
-    padding=[(p, p) for p in padding],
-    rhs_dilation=dilation,
-    dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-    preferred_element_type=accumulate,
-  )
+  out = _convolution(x, kernel, stride, padding, dilation, accumulate)
   if bias is not None:
     out = out + bias.astype(accumulate)
   return out.astype(x.dtype)

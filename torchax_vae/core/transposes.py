@@ -316,9 +316,9 @@ def _evaluate(jaxpr, consts: Sequence[Any], args: Sequence[Any]) -> list[Any]:
     invals = [read(v) for v in eqn.invars]
     name = eqn.primitive.name
     outvals = None
+    inner, inner_consts = _inner_jaxpr(eqn.params) if name in CALLS else (None, ())
     with eqn.ctx.manager:
-      if name in CALLS and _inner_jaxpr(eqn.params)[0] is not None:
-        inner, inner_consts = _inner_jaxpr(eqn.params)
+      if inner is not None:
         outvals = _evaluate(inner, inner_consts, invals)
       elif name == "transpose" or any(isinstance(v, Permuted) for v in invals):
         rule = RULES.get(name)
