@@ -5,8 +5,11 @@
     video = vae.decode(z)     # as diffusers' vae.decode(z).sample
     video = torchax_vae.decode_latents(vae, latents)   # as the model's pipeline turns its latents into video
 
-Supported: ``AutoencoderKLCogVideoX`` (CogVideoX 2b, 5b, 1.5) and ``AutoencoderKLWan`` (Wan 2.1, the
-Wan 2.2 A14B models, and the Wan 2.2 TI2V-5B VAE); the class is read from ``config.json``.
+Every autoencoder class diffusers exports loads; the class is read from ``config.json``. Those with an
+adapter — ``AutoencoderKLCogVideoX`` (CogVideoX 2b, 5b, 1.5) and ``AutoencoderKLWan`` (Wan 2.1, the
+Wan 2.2 A14B models, and the Wan 2.2 TI2V-5B VAE) — run as fixed frame-step programs whatever the
+video's length; every other class runs through the generic path (:mod:`torchax_vae.generic`): the
+module's own ``decode``/``encode``, one program per input signature.
 
 Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4`` (see ``--help``).
 
@@ -45,13 +48,14 @@ def load(
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
 ) -> Runner:
-  """Loads a supported diffusers video VAE (hub id or local dir); returns a runner with ``decode``/``encode``.
+  """Loads a diffusers autoencoder (hub id or local dir); returns a runner with ``decode``/``encode``.
 
   Args:
     pretrained_model_name_or_path: ``"THUDM/CogVideoX-2b"`` or ``"Wan-AI/Wan2.1-T2V-1.3B-Diffusers"``
       (with ``subfolder="vae"``), a VAE dir with ``config.json``, or a pipeline dir with a ``vae/``
-      subfolder. ``config.json``'s ``_class_name`` picks the model (an unsupported one is refused
-      with the list of supported ones).
+      subfolder. ``config.json``'s ``_class_name`` picks the model: its adapter (a
+      :class:`~torchax_vae.core.driver.Runner`), else the generic path
+      (:class:`~torchax_vae.generic.GenericRunner`); a class diffusers does not export is refused.
     dtype: ``"float32"`` or ``"bfloat16"``.
     mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
       width on ``tp``, weights replicated.
@@ -61,14 +65,28 @@ def load(
       process starts without tracing; a stored program that does not fit is recompiled.
     revision: hub revision (branch, tag or commit).
   """
-  from .core.loading import load_runner
+  from .core import mesh as mesh_lib
+  from .core.checkpoint import resolve_checkpoint_dir
+  from .core.compile_cache import enable_compilation_cache
+  from .core.driver import DTYPES
+  from .core.loading import load_runner, raw_class_name
   from .models import BUILDERS, builder
 
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+  mesh = mesh_lib.make_mesh(mesh)
+  directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  class_name = raw_class_name(directory)
+  if class_name is not None and class_name not in BUILDERS:
+    # No adapter: the unmodified module's own decode/encode, one program per call signature.
+    from .generic import load_generic
+
+    return load_generic(directory, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir))
   return load_runner(
     "torchax",
     {name: _lazy(builder, name) for name in BUILDERS},
-    pretrained_model_name_or_path,
-    subfolder=subfolder,
+    directory,
+    subfolder=None,
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,

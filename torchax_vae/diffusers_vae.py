@@ -56,7 +56,9 @@ class DiffusersVAE:
 
   def __init__(self, runner: Any, *, device: Any = "cpu"):
     self.runner = runner
-    self.config = FrozenDict(runner.adapter.config.to_dict())
+    # A generic runner (torchax_vae.generic) carries diffusers' own FrozenDict of the module.
+    self.generic = getattr(runner, "generic", False)
+    self.config = runner.config if self.generic else FrozenDict(runner.adapter.config.to_dict())
     self._device = torch.device(device)
     self.use_slicing = False
 
@@ -97,7 +99,8 @@ class DiffusersVAE:
     return self
 
   def __repr__(self) -> str:
-    return f"DiffusersVAE({self.runner.adapter.class_name} via {self.runner.name}, {self.runner.dtype}, device={self.device})"
+    class_name = self.runner.class_name if self.generic else self.runner.adapter.class_name
+    return f"DiffusersVAE({class_name} via {self.runner.name}, {self.runner.dtype}, device={self.device})"
 
   # --- tiling and slicing (diffusers' names) --------------------------------------------------------
 
@@ -126,26 +129,61 @@ class DiffusersVAE:
 
   # --- decode / encode --------------------------------------------------------------------------------
 
-  def decode(self, z: torch.Tensor, return_dict: bool = True, **_: Any) -> DecoderOutput | tuple[torch.Tensor]:
+  def decode(self, z: torch.Tensor, return_dict: bool = True, **kwargs: Any) -> DecoderOutput | tuple[torch.Tensor]:
     """``(B, C, T, H, W)`` latents (already scaled by the pipeline) -> ``DecoderOutput(sample=(B, 3, F,
-    H*s, W*s))``, or ``(sample,)`` with ``return_dict=False``; on ``z``'s device, in ``z``'s dtype."""
+    H*s, W*s))``, or ``(sample,)`` with ``return_dict=False``; on ``z``'s device, in ``z``'s dtype.
+
+    A generic runner takes the class's own keywords (LTX's ``temb``, the temporal decoder's
+    ``num_frames``); ``generator`` (image pipelines pass one) is dropped: a decode that draws noise
+    draws it inside its program. The adapters' decodes take no keywords.
+    """
     # No NaN check (diffusers' VAE has none; it would cost a reduction and a host sync per call).
-    video = self._per_item(functools.partial(self.runner.decode, check_finite=False), _tensor(z, "z"))
+    kwargs.pop("generator", None)
+    extra = {k: v for k, v in kwargs.items() if v is not None} if self.generic else {}
+    video = self._per_item(functools.partial(self.runner.decode, check_finite=False, **extra), _tensor(z, "z"))
     video = _like(video, z)
     return DecoderOutput(sample=video) if return_dict else (video,)
 
   def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[Any]:
     """``(B, 3, F, H, W)`` video in ``[-1, 1]`` -> ``AutoencoderKLOutput(latent_dist=...)``: diffusers'
-    ``DiagonalGaussianDistribution`` (``sample(generator)``, ``mode()``) on ``x``'s device and dtype."""
+    ``DiagonalGaussianDistribution`` (``sample(generator)``, ``mode()``) on ``x``'s device and dtype.
+    A generic runner returns what the class's own encode returns (its output class, its posterior
+    class built from the parameters, or its latent)."""
+    if self.generic:
+      return self._generic_encode(_tensor(x, "x"), return_dict)
     moments = _like(self._per_item(functools.partial(self.runner.encode_moments, check_finite=False), _tensor(x, "x")), x)
     posterior = DiagonalGaussianDistribution(moments)
     return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+  def _generic_encode(self, x: torch.Tensor, return_dict: bool) -> Any:
+    made_of = []
+
+    def tensors(item):
+      out, what = self.runner.encode_output(item, check_finite=False)
+      made_of.append(what)
+      return out.get("parameters", out["latent"])
+
+    value = _like(self._per_item(tensors, x), x)
+    output_class, field, distribution_class = made_of[0]
+    if distribution_class:
+      value = _class(distribution_class)(value)
+    if not return_dict:
+      return (value,)
+    return _class(output_class)(**{field: value}) if field and not field.isdigit() else (value,)
 
   def _per_item(self, fn, tensor: torch.Tensor) -> torch.Tensor:
     """``fn`` on the whole batch, or (slicing, as diffusers' ``use_slicing``) one item at a time."""
     if self.use_slicing and tensor.shape[0] > 1:
       return torch.cat([fn(item) for item in tensor.split(1)])
     return fn(tensor)
+
+
+def _class(qualified: str) -> type:
+  """``"diffusers.models.modeling_outputs.AutoencoderKLOutput"`` -> the class."""
+  import importlib
+
+  module, _, name = qualified.rpartition(".")
+  return getattr(importlib.import_module(module), name)
 
 
 def _tensor(value: Any, name: str) -> torch.Tensor:

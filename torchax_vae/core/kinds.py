@@ -20,6 +20,11 @@ def _torch_module():
   return sys.modules.get("torch")
 
 
+def is_torch_tensor(value: Any) -> bool:
+  torch = _torch_module()
+  return torch is not None and isinstance(value, torch.Tensor)
+
+
 def to_jax(value: Any, name: str) -> tuple[jax.Array, str]:
   """``(array, kind)``; a ``jax.Array`` is used as it is (it stays where it is placed)."""
   if isinstance(value, jax.Array):

@@ -19,6 +19,19 @@ from .errors import UnsupportedModelError
 BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any, dict[str, Any]]]
 
 
+def raw_class_name(directory) -> str | None:
+  """``config.json``'s ``_class_name`` in a checkpoint directory (``None`` if absent: the adapters'
+  loader guesses from the keys); an unreadable config is left to the loader to report."""
+  import json
+
+  try:
+    raw = json.loads((directory / "config.json").read_text())
+  except (OSError, ValueError):
+    return None
+  name = raw.get("_class_name") if isinstance(raw, dict) else None
+  return name if isinstance(name, str) else None
+
+
 def load_runner(
   name: str,
   builders: Mapping[str, BuildBackend],

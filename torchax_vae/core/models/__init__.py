@@ -29,12 +29,14 @@ def supported(names: list[str] | None = None) -> str:
 
 
 def adapter_class(class_name: str, source: str = "config") -> type[VideoVAE]:
-  """The adapter of a diffusers class; :class:`UnsupportedModelError` listing the supported ones."""
+  """The adapter of a diffusers class; :class:`UnsupportedModelError` listing the adapters (a class
+  without one runs through ``torchax_vae.generic``, which this torch-free loader does not serve)."""
   try:
     return ADAPTERS[class_name]
   except KeyError:
     raise UnsupportedModelError(
-      f"{source}: _class_name={class_name!r} is not a supported video VAE; supported: {supported()}"
+      f"{source}: _class_name={class_name!r} has no adapter (adapters: {supported()}) and no native port; "
+      "torchax_vae.load runs every diffusers autoencoder class through its generic path"
     ) from None
 
 
