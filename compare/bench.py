@@ -177,11 +177,27 @@ def resolve_model(model: str | None) -> tuple[Path, str]:
     raise UsageError(f"--model: {err} (or a preset: {', '.join(PRESETS)})") from err
 
 
+@dataclasses.dataclass(frozen=True)
+class GenericModel:
+  """A class without an adapter, as the bench needs it: the torchax path runs it through the generic
+  path (``torchax_vae.generic``); native_flax has no port (reported as not available)."""
+
+  class_name: str
+  latent_channels: int | None  # config.json's latent_channels, if it has one (checked against --latent)
+
+
 def read_model_adapter(directory: Path):
-  """The model adapter of the checkpoint's config (its class, channels, tiling rule)."""
+  """The model adapter of the checkpoint's config (its class, channels, tiling rule), or a
+  :class:`GenericModel` for a class without one."""
   from torchax_vae.core import models
   from torchax_vae.core.checkpoint import CheckpointError, read_config
+  from torchax_vae.core.loading import raw_class_name
 
+  class_name = raw_class_name(directory)
+  if class_name is not None and class_name not in models.ADAPTERS:
+    raw = json.loads((directory / "config.json").read_text())
+    channels = raw.get("latent_channels")
+    return GenericModel(class_name, channels if isinstance(channels, int) else None)
   try:
     return models.adapter_for(read_config(directory))
   except CheckpointError as err:
@@ -294,7 +310,9 @@ def validate(args: argparse.Namespace) -> Plan:
     paths = [p for p in paths if p != "torch"]  # nothing to compile
     if not paths:
       raise UsageError("--compile-only measures the JAX paths; --paths names none of torchax, native_flax")
-  shape = parse_ints(args.latent, "--latent", 5)
+  shape = parse_ints(args.latent, "--latent")
+  if not 3 <= len(shape) <= 5:
+    raise UsageError(f"--latent {args.latent!r}: expected B,C,T,H,W (video), B,C,H,W (image) or B,C,L (audio)")
   frames = parse_ints(args.frames, "--frames") if args.frames else (shape[2],)
   if args.repeats < 1:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
@@ -304,8 +322,14 @@ def validate(args: argparse.Namespace) -> Plan:
       parse_ints(value, flag, 2)
   model, model_name = resolve_model(args.model)
   adapter = read_model_adapter(model)
+  generic = isinstance(adapter, GenericModel)
+  if generic and args.tiled:
+    raise UsageError(f"--tiled: {adapter.class_name} runs through the generic path (diffusers tiles inside its own "
+                     "decode); its tiled parity is compare.conformance's 'tiled err' column")  # fmt: skip
+  if len(shape) != 5 and (not generic or args.frames):
+    raise UsageError(f"--latent {args.latent!r}: expected 5 ints B,C,T,H,W" + (" with --frames" if generic else ""))
   channels = adapter.latent_channels
-  if shape[1] != channels:
+  if channels is not None and shape[1] != channels:
     raise UsageError(
       f"--latent {args.latent!r}: C={shape[1]}, but the model ({adapter.class_name}, {model}) has {channels} "
       "latent channels"
@@ -320,7 +344,7 @@ def validate(args: argparse.Namespace) -> Plan:
     raise UsageError(f"--mesh {args.mesh!r} needs {needed} devices, but only {present} are present")
   return Plan(
     paths=paths,
-    shapes=[(shape[0], shape[1], t, shape[3], shape[4]) for t in frames],
+    shapes=[(*shape[:2], t, *shape[3:]) for t in frames] if len(shape) == 5 else [shape],
     model=model,
     model_name=model_name,
     model_class=adapter.class_name,

@@ -45,7 +45,10 @@ from typing import Any
 # The package to import and the modules it pulls in at load(); importing them up front keeps the
 # "imports" phase apart from the "weights" phase of a warm start.
 JAX_PATHS = {
-  "torchax": ("torchax_vae", ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan")),
+  "torchax": (
+    "torchax_vae",
+    ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.generic"),
+  ),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert")),
 }
 MATMUL_SIZE = 2048
@@ -184,7 +187,9 @@ def run_torch(args: dict) -> dict:
   outputs = []
 
   def decode():
-    outputs[:] = [model.decode(z).sample]
+    out = model.decode(z)
+    # .sample of diffusers' DecoderOutput; some classes' decode returns a tensor or a tuple.
+    outputs[:] = [out.sample if hasattr(out, "sample") else out[0] if isinstance(out, tuple) else out]
     if cuda:
       torch.cuda.synchronize(device)
 
@@ -261,8 +266,8 @@ def runner_tile_layout(runner, latent_hw) -> dict | None:
   """:func:`tile_layout` of the runner's current tiling (``None`` when tiling is off or not needed)."""
   import dataclasses
 
-  if runner.tiling is None:
-    return None
+  if runner.tiling is None or getattr(runner, "generic", False):
+    return None  # the generic path tiles inside diffusers' own decode: one program, no layout of ours
   return tile_layout(runner.adapter, tuple(latent_hw), dataclasses.asdict(runner.tiling))
 
 
@@ -434,7 +439,8 @@ def run_jax(args: dict) -> dict:
   new_files = sorted(cache_files(cache_dir) - files_before)
 
   tiles = runner_tile_layout(runner, z.shape[3:])
-  runs = program_runs(runner.adapter, z.shape[2], tiles)
+  # The generic path runs the module's own decode: one program ("whole"), once.
+  runs = {"whole": 1} if getattr(runner, "generic", False) else program_runs(runner.adapter, z.shape[2], tiles)
   flops = [program_cost(compiled[name], "flops") for name in used]
   moved = [program_cost(compiled[name], "bytes accessed") for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
@@ -454,9 +460,10 @@ def run_jax(args: dict) -> dict:
     # SPMD programs are per device: the work of a decode is that times the devices it runs on.
     "flops": None if None in flops else sum(f * runs[n] for f, n in zip(flops, used)) * len(devices),
     "bytes_accessed": None if None in moved else sum(b * runs[n] for b, n in zip(moved, used)) * len(devices),
-    "output_shape": list(video.shape if video is not None else runner.adapter.decoded_shape(z.shape)),
+    "output_shape": list(video.shape if video is not None else decoded_shape(runner, z.shape, compiled)),
     "notes": notes,
-    "conv3d": runner.steps.fingerprint.get("conv3d"),  # the 3D convolution form the programs use
+    # the 3D convolution form the programs use
+    "conv3d": runner.conv3d_form if getattr(runner, "generic", False) else runner.steps.fingerprint.get("conv3d"),
   }
   result["deserialized"] = deserialized
   if args["phase"] == "warm":
@@ -464,6 +471,16 @@ def run_jax(args: dict) -> dict:
     result["device_memory_mb"] = device_memory_mb(devices)
   result["peak_rss_mb"] = peak_rss_mb()
   return result
+
+
+def decoded_shape(runner, latent_shape, compiled) -> tuple[int, ...]:
+  """The shape a decode of ``latent_shape`` returns, without running it: the adapter's rule, or the
+  generic path's compiled program's output."""
+  if getattr(runner, "generic", False):
+    import jax
+
+    return tuple(jax.tree.leaves(compiled["whole"].out_info)[0].shape)
+  return runner.adapter.decoded_shape(latent_shape)
 
 
 def steady_latency(runner, z, repeats: int, reference: str | None) -> dict:

@@ -51,7 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
   )
   decode.add_argument("--key", default=None, help="tensor name in a file holding several")
   decode.add_argument(
-    "--scaling-factor", type=float, default=None, help="CogVideoX: override the VAE config's scaling_factor"
+    "--scaling-factor",
+    type=float,
+    default=None,
+    help="CogVideoX and classes without an adapter: override the VAE config's scaling_factor",
+  )
+  decode.add_argument(
+    "--raw",
+    action="store_true",
+    help="classes without an adapter: the latents are the VAE's own input (no scaling_factor/shift_factor)",
   )
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
   dist = decode.add_argument_group("multi-host (jax.distributed.initialize)")
@@ -111,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   from .core.checkpoint import CheckpointError
+  from .core.errors import InputError
   from .core.mesh import MeshError
   from .pipeline import LatentsError, OutputPathError
 
   try:
     return args.run(args)
-  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError) as err:
+  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError) as err:
     print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -143,7 +152,8 @@ def _cache_dir(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-  """The runner ``--path``, ``--model`` and the shared model arguments describe, tiled with ``--tiled``."""
+  """The runner ``--path``, ``--model`` and the shared model arguments describe, tiled with ``--tiled``
+  (diffusers' ``enable_tiling()`` defaults; for a class without an adapter, its own)."""
   runner = _loader(args.path)(
     args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=_cache_dir(args), revision=args.revision
   )
@@ -174,6 +184,15 @@ def run_decode(args: argparse.Namespace) -> int:
   lead = jax.process_index() == 0  # under multi-host, only process 0 writes files and prints
 
   latents = pipeline.load_latents(args.latents, key=args.key)
+  directory = _directory(args)
+  from .core.loading import raw_class_name
+  from .core.models import ADAPTERS
+
+  class_name = raw_class_name(directory)
+  if class_name is not None and class_name not in ADAPTERS:
+    return _run_generic_decode(args, latents, class_name, start, lead)
+  if args.raw:
+    raise UsageError(f"--raw: {class_name or 'this model'} has an adapter, which scales latents as its pipelines do")
   pipeline.check_latents(latents, args.layout or pipeline.VAE_LAYOUT)  # rank, dtype: before anything else
   batch = latents.shape[0]
   paths = pipeline.output_paths(args.output, batch)
@@ -219,12 +238,69 @@ def run_decode(args: argparse.Namespace) -> int:
     )
   return 0
 
-def parse_latent_shape(text: str, channels: int, model: str) -> tuple[int, ...]:
-  """``"1,16,13,60,90"`` -> ``(1, 16, 13, 60, 90)``, checked against the model's latent channels."""
+def _run_generic_decode(args: argparse.Namespace, latents, class_name: str, start: float, lead: bool) -> int:
+  """A class without an adapter: latents (the VAE's own layout) scaled as image pipelines do (or
+  ``--raw``), decoded through the generic path; 4-D latents make PNG images, 5-D ones MP4 videos."""
+  import jax
+  import numpy as np
+
+  from . import pipeline
+  from .core import mesh as mesh_lib
+
+  if args.layout not in (None, pipeline.VAE_LAYOUT):
+    raise UsageError(f"--layout {args.layout}: {class_name} has no adapter; pass latents in the VAE's own layout")
+  if latents.ndim not in (4, 5):
+    raise pipeline.LatentsError(
+      f"latents: {class_name} decodes to files from 4-D (B, C, H, W: images) or 5-D (B, C, T, H, W: videos) latents, "
+      f"got shape {tuple(latents.shape)}"
+    )
+  if not np.issubdtype(latents.dtype, np.floating) and latents.dtype.name != "bfloat16":
+    raise pipeline.LatentsError(f"latents: expected a floating dtype, got {latents.dtype}")
+  image = latents.ndim == 4
+  paths = pipeline.output_paths(args.output, latents.shape[0], ".png" if image else ".mp4")
+  if lead:
+    pipeline.check_writable(paths)
+  runner = _load(args)
+  loaded = time.perf_counter()
+  z = latents if args.raw else pipeline.generic_latents_for_decode(latents.astype(np.float32), runner.config, args.scaling_factor)
+  video = runner.decode(jax.numpy.asarray(z), progress=lead and not args.no_progress)
+  if video.ndim != latents.ndim or video.shape[1] != 3:
+    raise pipeline.LatentsError(f"{class_name}.decode returned shape {tuple(video.shape)}: not (B, 3, …) images or videos")
+  frames = np.asarray(pipeline.uint8_frames(video[:, :, None] if image else video))  # (B, F, H, W, 3)
+  decoded = time.perf_counter()
+  if lead:
+    for item, path in zip(frames, paths):
+      if image:
+        pipeline.write_png(item[0], path)
+      else:
+        pipeline.write_mp4(item, path, fps=args.fps, quality=args.quality)
+    scaling = "as given (--raw)" if args.raw else "/ scaling_factor + shift_factor of the config"
+    print(
+      f"decoded latents {tuple(latents.shape)} ({scaling}) -> {latents.shape[0]} "
+      f"{'image' if image else 'video'}(s) {'x'.join(map(str, frames.shape[2:4]))} in {decoded - loaded:.2f} s "
+      f"(load {loaded - start:.2f} s; {class_name} through the generic path, {args.dtype}, "
+      f"{mesh_lib.describe(runner.mesh)}) -> {', '.join(str(p) for p in paths)}"
+    )
+  return 0
+
+
+def _directory(args: argparse.Namespace):
+  from .core.checkpoint import resolve_checkpoint_dir
+
+  return resolve_checkpoint_dir(args.model, subfolder=args.subfolder, revision=args.revision)
+
+
+def parse_latent_shape(text: str, channels: int | None, model: str) -> tuple[int, ...]:
+  """``"1,16,13,60,90"`` -> ``(1, 16, 13, 60, 90)``, checked against the model's latent channels.
+  ``channels=None`` (a class without an adapter): 3 to 5 positive integers, the decode's own check."""
   try:
     shape = tuple(int(n) for n in text.split(","))
   except ValueError:
     shape = ()
+  if channels is None:
+    if not 3 <= len(shape) <= 5 or min(shape) < 1:
+      raise UsageError(f"--latent {text!r}: expected 3 to 5 positive integers (B,C,T,H,W; B,C,H,W; B,C,L)")
+    return shape
   if len(shape) != 5 or min(shape) < 1:
     raise UsageError(f"--latent {text!r}: expected 5 positive integers B,C,T,H,W")
   if shape[1] != channels:
@@ -241,8 +317,15 @@ def run_precompile(args: argparse.Namespace) -> int:
       "the compilation cache is off (--cache-dir or $TORCHAX_VAE_CACHE_DIR): precompile keeps its programs "
       "there; with none there is nothing to keep"
     )
-  adapter = _adapter(args)  # config only: shapes are checked before any weights are read
-  shapes = [parse_latent_shape(text, adapter.latent_channels, adapter.class_name) for text in args.latent]
+  from .core.loading import raw_class_name
+  from .core.models import ADAPTERS
+
+  class_name = raw_class_name(_directory(args))
+  if class_name is not None and class_name not in ADAPTERS:  # the generic path: any rank, checked by tracing
+    shapes = [parse_latent_shape(text, None, class_name) for text in args.latent]
+  else:
+    adapter = _adapter(args)  # config only: shapes are checked before any weights are read
+    shapes = [parse_latent_shape(text, adapter.latent_channels, adapter.class_name) for text in args.latent]
   runner = _load(args)
   loaded = time.perf_counter()
   from .core.mesh import describe

@@ -48,7 +48,7 @@ from .core import transposes as transposes_lib
 from .core.checkpoint import check_weights, read_weights, weight_files
 from .core.compile_cache import executable_dir
 from .core.driver import DTYPES, Precompiled
-from .core.errors import CheckpointError, UnsupportedModelError
+from .core.errors import CheckpointError, InputError, UnsupportedModelError
 from .core.progress import ProgressArg
 
 import torch  # noqa: E402  (after torchax: backend imported it through the shim)
@@ -64,10 +64,7 @@ PARAMETERS = "parameters"  # the posterior's parameters, what its class is built
 # "output|<output class>|<field>|<distribution class or ''>" -> a 0-d marker: what diffusers' encode
 # returned, for rebuilding it around these tensors (as_diffusers), also from a deserialized program.
 OUTPUT = "output"
-
-
-class InputError(ValueError):
-  """An input a diffusers model's ``decode``/``encode`` cannot take (rank, channels, sizes, dtype)."""
+WHOLE = "whole"  # the one program of a call (Precompiled.name; the adapters' are "first" / "steady")
 
 
 def autoencoder_classes() -> dict[str, type]:
@@ -303,6 +300,7 @@ class GenericRunner:
       devices=list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]],
     )
     self._jitted: dict[_Label, Callable] = {}
+    self.conv3d_form = self._conv3d_form
     self.has_encode = callable(getattr(module, "encode", None))
     self.has_decode = callable(getattr(module, "decode", None))
 
@@ -335,7 +333,7 @@ class GenericRunner:
 
     if self._sink:  # channels-last between convolutions, as the adapters' steps (core.transposes)
       program = transposes_lib.sink_transposes(traced)
-    program.__name__ = f"{self.name}_{self.class_name}_{label.kind}"
+    program.__name__ = f"{self.name}_{label.kind}_{self.class_name}"
     self._jitted[label] = jax.jit(program)
     return self._jitted[label]
 
@@ -503,7 +501,7 @@ class GenericRunner:
     came = [k for k, v in self.programs.sources.items() if v > sources[k]]
     record = Precompiled(
       kind=kind,
-      name=f"{tuple(spec.shape)}",
+      name=WHOLE,
       source=came[0] if came else "memory",
       trace_lower_s=spent["trace_lower"],
       compile_s=spent["compile"] + spent["deserialize"],

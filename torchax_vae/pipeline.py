@@ -269,11 +269,12 @@ def to_uint8_frames(video: Any) -> np.ndarray:
   return (x * 255).round().astype(np.uint8)
 
 
-def output_paths(out: str | os.PathLike, batch: int) -> list[Path]:
-  """``OUT.mp4`` for one video, ``OUT-0.mp4``, ``OUT-1.mp4``, … for ``batch > 1``."""
+def output_paths(out: str | os.PathLike, batch: int, suffix: str = ".mp4") -> list[Path]:
+  """``OUT.mp4`` for one video, ``OUT-0.mp4``, ``OUT-1.mp4``, … for ``batch > 1`` (``.png``: images)."""
   out = Path(out)
-  if out.suffix.lower() != ".mp4":
-    raise OutputPathError(f"{out}: expected an output path ending in .mp4")
+  if out.suffix.lower() != suffix:
+    what = "a video" if suffix == ".mp4" else "an image"
+    raise OutputPathError(f"{out}: expected an output path ending in {suffix} (the decode makes {what})")
   if batch == 1:
     return [out]
   return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(batch)]
@@ -330,6 +331,39 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, *, fps: float = 8, qu
     tmp.unlink(missing_ok=True)
     raise
   return path
+
+
+def write_png(frame: np.ndarray, path: str | os.PathLike) -> Path:
+  """Writes one ``(H, W, 3)`` uint8 image as PNG (Pillow), under a temporary name then renamed."""
+  from PIL import Image
+
+  path = Path(path)
+  frame = np.asarray(frame)
+  if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+    raise ValueError(f"frame: expected (H, W, 3) uint8, got {frame.dtype} {tuple(frame.shape)}")
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+  try:
+    Image.fromarray(frame).save(tmp, format="PNG")
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  return path
+
+
+def generic_latents_for_decode(latents: Any, config: Any, scaling_factor: float | None = None) -> Any:
+  """``latents / scaling_factor + shift_factor`` with the VAE config's values (``scaling_factor``
+  overrides), as diffusers' image pipelines (Stable Diffusion, Flux, …) hand latents to ``vae.decode``;
+  a config without ``scaling_factor`` leaves them as they are. Other pipelines' rules (per-channel
+  statistics, packing) are an adapter's, as for CogVideoX and Wan."""
+  factor = config.get("scaling_factor") if scaling_factor is None else scaling_factor
+  shift = config.get("shift_factor")
+  out = latents
+  if isinstance(factor, int | float) and factor:
+    out = out / factor
+  if isinstance(shift, int | float) and shift:
+    out = out + shift
+  return out
 
 
 def read_mp4(path: str | os.PathLike) -> np.ndarray:

@@ -9,3 +9,8 @@ class CheckpointError(ValueError):
 
 class UnsupportedModelError(CheckpointError):
   """A checkpoint of a VAE class this path has no adapter (or no port) for; the message lists the supported ones."""
+
+
+class InputError(ValueError):
+  """An input a diffusers model's ``decode``/``encode`` cannot take (rank, channels, sizes), found while
+  the generic path (``torchax_vae.generic``) traced the call: nothing ran."""
