@@ -5,7 +5,8 @@
 
 prints one JSON object: ``{"torchax": {"all-gather": n, …}, "native_flax": {…}}``, counting each
 kind of collective in the optimised HLO of the first-step and steady-step programs together (a path
-that has no port of the model: ``{"unavailable": reason}``). With
+that has no port of the model: ``{"unavailable": reason}``; a class without an adapter: the generic
+path's one decode program, at a latent of its own rank, e.g. ``--latent 2,4,32,32`` for an image VAE). With
 batch on ``dp`` and width on ``tp``, the convolutions need only halo exchanges
 (``collective-permute``); an ``all-gather`` means some op lost the width split.
 """
@@ -40,6 +41,10 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   import jax
   import jax.numpy as jnp
 
+  if getattr(runner, "generic", False):  # a class without an adapter: its own decode, one program
+    return [runner.precompile([latent_shape])[0].executable.as_text()]
+  if len(latent_shape) != 5:
+    raise ValueError(f"--latent {latent_shape}: {runner.adapter.class_name} takes five integers B,C,T,H,W")
   first, steady = runner.step_programs("decode")
   b, c, _, h, w = latent_shape
   frames = 1
@@ -108,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     sizes = parse_mesh_spec(args.mesh)
     latent = tuple(int(s) for s in args.latent.split(","))
-    if len(latent) != 5 or min(latent) < 1:
-      raise ValueError(f"--latent {args.latent!r}: expected five positive integers B,C,T,H,W")
+    if not 3 <= len(latent) <= 5 or min(latent) < 1:
+      raise ValueError(f"--latent {args.latent!r}: expected five positive integers B,C,T,H,W (3 or 4 for a class without adapter)")
     paths = [p for p in args.paths.split(",") if p]
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:

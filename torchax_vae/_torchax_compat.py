@@ -62,10 +62,10 @@ def _is_named_tensor_overload(name: str) -> bool:
 def import_torchax() -> types.ModuleType:
   """Returns the ``torchax`` module, importing it through the shim on the first call."""
   if "torchax" in sys.modules and "torchax.tensor" in sys.modules:
-    return sys.modules["torchax"]
+    return _fix_type_as(sys.modules["torchax"])
   with _lock:
     if "torchax" in sys.modules and "torchax.tensor" in sys.modules:
-      return sys.modules["torchax"]
+      return _fix_type_as(sys.modules["torchax"])
     import torch._ops
 
     packet_cls = torch._ops.OpOverloadPacket
@@ -93,8 +93,24 @@ def import_torchax() -> types.ModuleType:
       packet_cls.__getattr__ = original_getattr
     _scrub_placeholders(placeholders)
     PLACEHOLDERS[:] = [p.name for p in placeholders]
-    return torchax
+    return _fix_type_as(torchax)
 
+
+def _type_as(self, other):
+  """``self`` cast to ``other``'s dtype, as a new tensor (``torch.Tensor.type_as``)."""
+  return self.to(other.dtype)
+
+
+def _fix_type_as(torchax: types.ModuleType) -> types.ModuleType:
+  """torchax 0.0.13's ``Tensor.type_as`` casts ``self``'s JAX value in place and returns ``self`` with
+  its torch dtype unchanged: the tensor a caller still holds changes dtype under it, and the next op
+  checking dtypes sees a stale one (diffusers' Wan and Qwen-Image ``upsample`` resize in float32 and
+  ``.type_as(x)`` back: in bfloat16 the following conv2d fails "Input type (float) and bias type
+  (c10::BFloat16) should be the same"). Replaced by a cast that makes a new tensor, as torch's does."""
+  tensor_cls = torchax.tensor.Tensor
+  if tensor_cls.type_as is not _type_as:
+    tensor_cls.type_as = _type_as
+  return torchax
 
 def _scrub_placeholders(placeholders: list[_RemovedOverload]) -> None:
   """Removes the placeholders from the tables torchax built at import time.

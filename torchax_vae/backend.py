@@ -277,6 +277,71 @@ def _convolution_channels_last(input, weight, bias, stride, padding, dilation, t
   return jnp.moveaxis(conv_lib.conv_channels_last(x, kernel, bias, stride, padding, dilation), -1, 1)
 
 
+# --- Antialiased bilinear / bicubic resizing -----------------------------------------------
+#
+# torchax 0.0.13 lowers aten._upsample_bicubic2d_aa / _upsample_bilinear2d_aa through a JAX
+# reimplementation of scale_and_translate that fails while tracing ("'tuple' object is not callable");
+# transformers' DINOv2 (AutoencoderRAE's encoder) resizes its position embeddings with it. PyTorch's
+# antialiased resize is separable: per axis, each output index is a normalised weighted sum of a
+# window of inputs, the weights fixed by the sizes alone. They are computed here once per trace, as
+# PyTorch computes them (aten/src/ATen/native/cpu/UpSampleKernel.cpp, _compute_indices_min_size_weights_aa),
+# and applied as one small matmul per axis.
+
+_AA_FILTERS = {
+  # support (taps at scale 1), filter of the distance in input pixels
+  "bilinear": (2, lambda x: np.maximum(0.0, 1.0 - np.abs(x))),
+  # Keys' cubic with a = -0.5 (PyTorch's and PIL's choice for antialiasing)
+  "bicubic": (
+    4,
+    lambda x: np.where(
+      np.abs(x) < 1.0,
+      ((-0.5 + 2.0) * np.abs(x) - (-0.5 + 3.0)) * np.abs(x) ** 2 + 1,
+      np.where(np.abs(x) < 2.0, (((np.abs(x) - 5) * np.abs(x) + 8) * np.abs(x) - 4) * -0.5, 0.0),
+    ),
+  ),
+}
+
+
+def _aa_weights(size_in: int, size_out: int, align_corners: bool, scale: float | None, mode: str) -> np.ndarray:
+  """``(size_out, size_in)`` weights of PyTorch's antialiased resize along one axis."""
+  interp_size, filter_fn = _AA_FILTERS[mode]
+  if align_corners:
+    ratio = (size_in - 1) / (size_out - 1) if size_out > 1 else 0.0
+  else:
+    ratio = 1.0 / scale if scale is not None and scale > 0 else size_in / size_out
+  support = interp_size * 0.5 * ratio if ratio >= 1.0 else interp_size * 0.5
+  invscale = 1.0 / ratio if ratio >= 1.0 else 1.0
+  weights = np.zeros((size_out, size_in), np.float64)
+  for i in range(size_out):
+    center = ratio * (i + 0.5)
+    xmin = max(int(center - support + 0.5), 0)
+    xsize = min(int(center + support + 0.5), size_in) - xmin
+    w = filter_fn((np.arange(xsize) + xmin - center + 0.5) * invscale)
+    total = w.sum()
+    weights[i, xmin : xmin + xsize] = w / total if total != 0 else w
+  return weights
+
+
+def _upsample_aa(input, output_size, align_corners, scales_h=None, scales_w=None, *, mode: str):
+  """``aten._upsample_{bilinear,bicubic}2d_aa`` on ``(N, C, H, W)``: one weighted sum per axis."""
+  h_in, w_in = input.shape[-2:]
+  h_out, w_out = output_size
+  wh = jnp.asarray(_aa_weights(h_in, h_out, align_corners, scales_h, mode), jnp.float32)
+  ww = jnp.asarray(_aa_weights(w_in, w_out, align_corners, scales_w, mode), jnp.float32)
+  precision = jax.lax.Precision.HIGHEST  # PyTorch sums in the input's precision; no TF32/bf16 passes
+  x = jnp.einsum("...hw,Hh->...Hw", input.astype(jnp.float32), wh, precision=precision)
+  x = jnp.einsum("...Hw,Ww->...HW", x, ww, precision=precision)
+  return x.astype(input.dtype)
+
+
+def _upsample_aa_vec(input, output_size, align_corners, scale_factors, *, mode: str):
+  """The ``.vec`` overload: ``output_size`` or per-axis ``scale_factors``."""
+  if output_size is None:
+    output_size = [int(n * f) for n, f in zip(input.shape[-2:], scale_factors)]
+  scales = list(scale_factors) if scale_factors is not None else [None, None]
+  return _upsample_aa(input, output_size, align_corners, *scales, mode=mode)
+
+
 def install_op_overrides(env) -> None:
   """Replaces torchax lowerings that cost collectives or speed (see each function's docstring).
 
@@ -293,6 +358,10 @@ def install_op_overrides(env) -> None:
   ):
     env.override_op_definition(op, exact)
   env.override_op_definition(torch.ops.aten.convolution, interop.torch_view(_convolution_channels_last))
+  for mode in ("bilinear", "bicubic"):
+    op = getattr(torch.ops.aten, f"_upsample_{mode}2d_aa")
+    env.override_op_definition(op.default, interop.torch_view(functools.partial(_upsample_aa, mode=mode)))
+    env.override_op_definition(op.vec, interop.torch_view(functools.partial(_upsample_aa_vec, mode=mode)))
   env.override_op_definition(torch.ops.aten.cat, interop.torch_view(_cat_keeping_resizes))
 
 

@@ -48,7 +48,7 @@ from .core import transposes as transposes_lib
 from .core.checkpoint import check_weights, read_weights, weight_files
 from .core.compile_cache import executable_dir
 from .core.driver import DTYPES, Precompiled
-from .core.errors import CheckpointError, InputError, UnsupportedModelError
+from .core.errors import BridgeError, CheckpointError, InputError, UnsupportedModelError
 from .core.progress import ProgressArg
 
 import torch  # noqa: E402  (after torchax: backend imported it through the shim)
@@ -190,6 +190,14 @@ def _encode_call(module, x, kwargs):
 
 
 _CALLS = {DECODE: _decode_call, ENCODE: _encode_call}
+# JAX's errors for Python that reads a traced value (``.item()``, ``bool(tensor)``, a data-dependent
+# shape): the module's code, not the input, is what a traced program cannot run.
+_TRACER_ERRORS = tuple(
+  getattr(jax.errors, name)
+  for name in ("ConcretizationTypeError", "TracerBoolConversionError", "TracerIntegerConversionError",
+               "TracerArrayConversionError", "NonConcreteBooleanIndexError", "UnexpectedTracerError")
+  if hasattr(jax.errors, name)
+)  # fmt: skip
 
 
 def _sharding_hooks(module: torch.nn.Module, mesh: Mesh) -> list:
@@ -369,14 +377,21 @@ class GenericRunner:
     try:
       compiled = self.programs.get(str(label), self._program(label), args)
     except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as err:
+      if isinstance(err, BridgeError):
+        raise
       raise self._input_error(kind, x, static, err) from err
     return compiled(*args)
 
   def _input_error(self, kind: str, x: jax.Array, static: dict[str, Any], err: Exception) -> Exception:
     """diffusers (or torch) refused the input while it was traced: say so, with what the config expects."""
-    if isinstance(err, InputError) or type(err).__name__ in ("OperatorNotFound", "NotImplementedError"):
+    if isinstance(err, InputError | BridgeError) or type(err).__name__ in ("OperatorNotFound", "NotImplementedError"):
       return err
     said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, _TRACER_ERRORS):  # not the input's fault: Python that needs concrete values
+      return BridgeError(
+        f"{self.class_name}.{kind} cannot be traced through torchax as diffusers wrote it: it needs a "
+        f"concrete value where the program has a traced one ({type(err).__name__}: {said})"
+      )
     expects = {
       k: self.raw_config[k]
       for k in (("latent_channels", "z_dim", "decoder_input_channels") if kind == DECODE else ("in_channels", "audio_channels"))
@@ -556,8 +571,9 @@ def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: P
     raise CheckpointError(f"{source}: diffusers could not build {class_name} from it: {type(err).__name__}: {err}") from err
   weights = read_weights(weight_files(directory))
   state = module.state_dict()
-  check_weights(weights, {k: tuple(v.shape) for k, v in state.items()}, str(directory))
   persistent = {name for name, _ in module.named_buffers() if name in state}
+  integer_buffers = frozenset(k for k in persistent if not state[k].is_floating_point())
+  check_weights(weights, {k: tuple(v.shape) for k, v in state.items()}, str(directory), non_float=integer_buffers)
   params = backend.place_weights({k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
   buffers = _place_buffers(module, {k: weights[k] for k in persistent}, dtype, mesh)
   return GenericRunner(

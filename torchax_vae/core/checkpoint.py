@@ -166,9 +166,15 @@ def _read_as_jax(path: Path, key: str) -> np.ndarray:
 
 
 def check_weights(
-  weights: Mapping[str, np.ndarray], expected_shapes: Mapping[str, tuple[int, ...]], source: str
+  weights: Mapping[str, np.ndarray],
+  expected_shapes: Mapping[str, tuple[int, ...]],
+  source: str,
+  non_float: frozenset[str] = frozenset(),
 ) -> None:
-  """Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys (first few of each)."""
+  """Raises :class:`CheckpointError` naming missing, unexpected and mis-shaped keys (first few of each).
+
+  ``non_float``: keys that may hold integers (a module's integer buffers, e.g. BatchNorm's
+  ``num_batches_tracked``); every other tensor must be floating."""
   missing = sorted(set(expected_shapes) - set(weights))
   unexpected = sorted(set(weights) - set(expected_shapes))
   mismatched = sorted(
@@ -183,7 +189,9 @@ def check_weights(
     problems.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
   if mismatched:
     problems.append(f"{len(mismatched)} shape mismatches: {_first(mismatched)}")
-  not_float = sorted(k for k, v in weights.items() if k in expected_shapes and not _is_float(v.dtype))
+  not_float = sorted(
+    k for k, v in weights.items() if k in expected_shapes and k not in non_float and not _is_float(v.dtype)
+  )
   if not_float:
     problems.append(f"{len(not_float)} non-float tensors: {_first(not_float)}")
   if problems:

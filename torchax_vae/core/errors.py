@@ -14,3 +14,8 @@ class UnsupportedModelError(CheckpointError):
 class InputError(ValueError):
   """An input a diffusers model's ``decode``/``encode`` cannot take (rank, channels, sizes), found while
   the generic path (``torchax_vae.generic``) traced the call: nothing ran."""
+
+
+class BridgeError(RuntimeError):
+  """diffusers' code does something a traced program cannot (reads a tensor as a Python value, a
+  data-dependent shape): the unmodified module does not run through torchax as it is."""
