@@ -110,7 +110,27 @@ def _fix_type_as(torchax: types.ModuleType) -> types.ModuleType:
   tensor_cls = torchax.tensor.Tensor
   if tensor_cls.type_as is not _type_as:
     tensor_cls.type_as = _type_as
+  if getattr(tensor_cls.__setitem__, "_torchax_vae", None) is None:
+    tensor_cls.__setitem__ = _setitem_dropping_leading_ones(tensor_cls.__setitem__)
   return torchax
+
+
+def _setitem_dropping_leading_ones(setitem):
+  """``tensor[key] = value`` as torch allows it: torch's ``copy_`` drops a source's extra leading
+  size-1 dims (``buffer[i] = z[:, :, a:b]`` with a batch of one: Allegro's tiled decode), JAX's
+  ``.at[key].set`` refuses them ("Cannot broadcast to shape with fewer dimensions")."""
+
+  def __setitem__(self, key, value):
+    while True:
+      try:
+        return setitem(self, key, value)
+      except ValueError as err:
+        if "fewer dimensions" not in str(err) or getattr(value, "ndim", 0) == 0 or value.shape[0] != 1:
+          raise
+        value = value[0]
+
+  __setitem__._torchax_vae = setitem
+  return __setitem__
 
 def _scrub_placeholders(placeholders: list[_RemovedOverload]) -> None:
   """Removes the placeholders from the tables torchax built at import time.

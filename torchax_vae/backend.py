@@ -342,6 +342,34 @@ def _upsample_aa_vec(input, output_size, align_corners, scale_factors, *, mode: 
   return _upsample_aa(input, output_size, align_corners, *scales, mode=mode)
 
 
+def _linear(input, weight, bias=None):
+  """``torch.nn.functional.linear`` as torchax computes it, under torch's own argument names:
+  torchax 0.0.13 names its first argument ``self``, so ``F.linear(input=x, weight=w)`` (diffusers'
+  MiniMax H3 audio encoder) fails "unexpected keyword argument 'input'"."""
+  out = jnp.einsum("...a,ba->...b", input, weight)
+  return out + bias if bias is not None else out
+
+
+def _hann_window(window_length, periodic=True, *, dtype=None, layout=None, device=None, pin_memory=None):
+  """``aten.hann_window`` (torchax 0.0.13 has no lowering; Cosmos 3's audio encoder's STFT uses it):
+  ATen's ``hamming_window(alpha=beta=0.5)``, ``0.5 - 0.5 cos(2 pi n / (N - 1))`` over N + 1 points
+  cut to N when periodic, computed in the window's dtype as ATen does."""
+  from torchax.ops import mappings
+
+  del layout, device, pin_memory
+  if isinstance(dtype, torch.dtype):
+    dtype = mappings.t2j_dtype(dtype)
+  dtype = jnp.float32 if dtype is None else dtype  # interop.torch_view hands over the JAX dtype
+  if window_length == 0:
+    return jnp.zeros((0,), dtype)
+  if window_length == 1:
+    return jnp.ones((1,), dtype)
+  n = window_length + 1 if periodic else window_length
+  window = jnp.arange(n, dtype=dtype) * jnp.asarray(2 * np.pi / (n - 1), dtype)
+  window = jnp.cos(window) * jnp.asarray(-0.5, dtype) + jnp.asarray(0.5, dtype)
+  return window[:window_length]
+
+
 def install_op_overrides(env) -> None:
   """Replaces torchax lowerings that cost collectives or speed (see each function's docstring).
 
@@ -358,6 +386,9 @@ def install_op_overrides(env) -> None:
   ):
     env.override_op_definition(op, exact)
   env.override_op_definition(torch.ops.aten.convolution, interop.torch_view(_convolution_channels_last))
+  env.override_op_definition(torch.nn.functional.linear, interop.torch_view(_linear))
+  env.override_op_definition(torch.ops.aten.hann_window.default, interop.torch_view(_hann_window))
+  env.override_op_definition(torch.ops.aten.hann_window.periodic, interop.torch_view(_hann_window))
   for mode in ("bilinear", "bicubic"):
     op = getattr(torch.ops.aten, f"_upsample_{mode}2d_aa")
     env.override_op_definition(op.default, interop.torch_view(functools.partial(_upsample_aa, mode=mode)))
