@@ -273,29 +273,45 @@ def _fmt(value: float | None, spec: str = ".1e") -> str:
   return "–" if value is None else format(value, spec)
 
 
+def runnable(row: Row) -> bool:
+  """Whether the class has a tensor decode or encode to compare (vocoders and structured-input models do not)."""
+  return bool(row.decode_shape and row.decode_shape != "–") or row.encode_err is not None or row.exact is not None
+
+
 def counts(rows: list[Row]) -> dict[str, str]:
-  """``{"video": "9 / 11", …, "all": …}``: exact over classes of each kind."""
+  """``{"video": "17 / 18", …, "all": …}``: exact over the classes of each kind that have a tensor
+  decode or encode; ``"none to compare"``: those that have neither (a vocoder's ``forward`` only)."""
   out = {}
-  for kind in sorted({r.kind or "no config" for r in rows}):
-    group = [r for r in rows if (r.kind or "no config") == kind]
+  compared = [r for r in rows if runnable(r)]
+  for kind in sorted({r.kind or "no config" for r in compared}):
+    group = [r for r in compared if (r.kind or "no config") == kind]
     out[kind] = f"{sum(bool(r.exact) for r in group)} / {len(group)}"
-  out["all"] = f"{sum(bool(r.exact) for r in rows)} / {len(rows)}"
+  out["all"] = f"{sum(bool(r.exact) for r in compared)} / {len(compared)}"
+  out["none to compare"] = f"{len(rows) - len(compared)} of {len(rows)} classes"
   return out
 
 
 def markdown(rows: list[Row]) -> str:
+  """The table, one row per class; a row that is not exact (or not run) cites a note listed below it."""
+  from compare.conformance_cases import NOT_EXACT
+
   head = (
     "| class | kind | path | decode input | decode err (rel) | encode err (rel) | tiled err | bf16 err (mean) "
     "| compile s dec / enc | programs, compile s at T₁ / T₂ | status |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
   )
-  lines = []
+  lines, notes = [], []
   for r in rows:
     frames = "–"
     if r.frames:
       frames = f"T={r.frames[0]}: {r.programs[0]}, {r.frames_compile_s[0]:.1f} / T={r.frames[1]}: {r.programs[1]}, {r.frames_compile_s[1]:.1f}"
-    status = r.status + (f": {r.reason}" if r.reason else "")
-    status = status.replace("|", "\\|")
+    status = r.status
+    if r.reason or r.class_name in NOT_EXACT:
+      why = NOT_EXACT.get(r.class_name) or (r.note if not r.tier and r.note else r.reason)
+      if r.exact and r.reason:  # exact, but an extra check (bf16, tiling, frame counts) failed
+        why = r.reason
+      notes.append(f"{len(notes) + 1}. `{r.class_name}`: {why}")
+      status += f" ({len(notes)})"
     lines.append(
       f"| `{r.class_name}` | {r.kind or '–'} | {r.tier or '–'} | {r.decode_shape or '–'} "
       f"| {_fmt(r.decode_err)} ({_fmt(r.decode_rel)}) | {_fmt(r.encode_err)} ({_fmt(r.encode_rel)}) "
@@ -303,7 +319,16 @@ def markdown(rows: list[Row]) -> str:
       f"| {_fmt(r.decode_compile_s, '.1f')} / {_fmt(r.encode_compile_s, '.1f')} | {frames} | {status} |"
     )
   summary = ", ".join(f"{k}: {v}" for k, v in counts(rows).items())
-  return head + "\n".join(lines) + f"\n\nExact / total: {summary}.\n"
+  text = head + "\n".join(lines) + f"\n\nExact / classes with a tensor decode or encode: {summary}.\n"
+  return text + ("\n" + "\n".join(notes) + "\n" if notes else "")
+
+
+def render(path: Path) -> str:
+  """The Markdown of a saved ``conformance.json`` (environment line, table, notes)."""
+  payload = json.loads(Path(path).read_text())
+  rows = [Row(**{k: v for k, v in r.items() if k != "status"}) for r in payload["rows"]]
+  env = payload["environment"]
+  return f"{', '.join(f'{k} {v}' for k, v in env.items())}\n\n{markdown(rows)}"
 
 
 def environment() -> dict[str, str]:
@@ -329,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", default="conformance-out", help="directory for conformance.md and conformance.json")
   parser.add_argument("--classes", help="comma-separated class names (default: every class diffusers exports)")
   parser.add_argument("--quick", action="store_true", help="fp32 decode/encode only: no bf16, tiling or frame counts")
+  parser.add_argument("--render", metavar="JSON", help="print the Markdown of a saved conformance.json; run nothing")
   args = parser.parse_args(argv)
+  if args.render:
+    print(render(Path(args.render)))
+    return 0
   classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
   env = environment()
   print(f"conformance: {', '.join(f'{k} {v}' for k, v in env.items())}", file=sys.stderr)
@@ -337,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
   table = markdown(rows)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "conformance.md").write_text(f"{', '.join(f'{k} {v}' for k, v in env.items())}\n\n{table}")
   payload = {"environment": env, "counts": counts(rows), "rows": [dataclasses.asdict(r) | {"status": r.status} for r in rows]}
   (out / "conformance.json").write_text(json.dumps(payload, indent=1))
+  (out / "conformance.md").write_text(render(out / "conformance.json"))
   print(table)
   return 0
 

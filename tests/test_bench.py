@@ -339,3 +339,31 @@ def test_profile_refuses_a_bad_latent(capsys):
     profile.main(["--path", "torchax", "--latent", "1,16,2"])
   assert exit_info.value.code == 2
   assert "--latent '1,16,2': expected 5 comma-separated positive integers" in capsys.readouterr().err
+
+
+def test_a_class_without_adapter_measures_torch_against_torchax(tmp_path):
+  """AutoencoderKL (an image VAE): the generic path's one program against torch; native_flax has no port
+  (reported, not failed); a 4-D latent; --tiled and --frames refused for such a class before any work."""
+  import diffusers
+  import torch
+
+  torch.manual_seed(0)
+  diffusers.AutoencoderKL(
+    block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+    latent_channels=4, norm_num_groups=32, layers_per_block=1,
+  ).save_pretrained(tmp_path / "kl")  # fmt: skip
+  args = ["--model", str(tmp_path / "kl"), "--latent", "1,4,8,6", "--repeats", "1"]
+  proc = run_bench(*args, out=tmp_path / "out")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads((tmp_path / "out" / "results.json").read_text())
+  assert report["meta"]["model_class"] == "AutoencoderKL"
+  rows = {r["path"]: r for r in report["results"]}
+  assert rows["torch"]["output_shape"] == rows["torchax"]["output_shape"] == [1, 3, 16, 12]
+  torchax = rows["torchax"]
+  assert torchax["error"] is None and torchax["max_abs_err"] <= 1e-4 and torchax["programs"] == {"whole": 1}
+  assert torchax["cache_hit"] is True and torchax["exe_hit"] is True
+  assert rows["native_flax"]["unavailable"] and "no native port" in rows["native_flax"]["error"]
+  for extra, message in ((["--tiled"], "runs through the generic path"), (["--frames", "2,3"], "with --frames")):
+    proc = run_bench(*args, *extra, out=tmp_path / "refused")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()

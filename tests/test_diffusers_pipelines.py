@@ -181,3 +181,41 @@ def test_interface_details(cogvideox_vae):
   assert vae.to("meta").device == torch.device("meta")
   with pytest.raises(TypeError, match="z: expected a torch.Tensor"):
     vae.decode(np.zeros((1, 4, 2, 2, 2), np.float32))
+
+
+# --- a class without an adapter: the generic path inside its pipeline ----------------------------------
+
+FLUX_VAE = dict(  # diffusers' tests/pipelines/flux: no downsampling, 1 latent channel, Flux's scaling and shift
+  sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1, latent_channels=1,
+  norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+)  # fmt: skip
+FLUX_TRANSFORMER = dict(
+  patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+  joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+)  # fmt: skip
+
+
+def _flux_image(vae) -> np.ndarray:
+  torch.manual_seed(0)
+  pipe = diffusers.FluxPipeline(
+    scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), text_encoder=None, tokenizer=None, text_encoder_2=None,
+    tokenizer_2=None, transformer=diffusers.FluxTransformer2DModel(**FLUX_TRANSFORMER), vae=vae,
+  )  # fmt: skip
+  g = torch.Generator().manual_seed(3)
+  out = pipe(prompt_embeds=torch.randn(1, 8, 32, generator=g), pooled_prompt_embeds=torch.randn(1, 32, generator=g),
+             height=16, width=16, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np")  # fmt: skip
+  return out.images[0]
+
+
+def test_flux_pipeline_with_a_generic_vae(tmp_path):
+  """AutoencoderKL has no adapter: ``as_diffusers()`` of its generic runner inside ``FluxPipeline``
+  (``_unpack_latents``, ``/ scaling_factor + shift_factor``, ``decode(..., return_dict=False)[0]``)."""
+  torch.manual_seed(0)
+  torch_vae = diffusers.AutoencoderKL(**FLUX_VAE).eval()
+  torch_vae.save_pretrained(tmp_path / "vae")
+  expected = _flux_image(torch_vae)
+  ours = loaders()["torchax"](tmp_path / "vae", cache_dir=False)
+  assert getattr(ours, "generic", False)
+  got = _flux_image(ours.as_diffusers())
+  assert got.shape == expected.shape == (16, 16, 3)
+  assert float(np.abs(got - expected).max()) <= FRAMES_TOL

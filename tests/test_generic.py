@@ -287,3 +287,72 @@ def test_batch_split_needs_no_collective(kl):
   counts = count_collectives(text)
   assert counts["all-gather"] == 1  # the mid-block attention's input: every position's keys and values
   assert counts["all-reduce"] > 0  # group norm statistics over a width split across devices
+
+
+def _case_checkpoint(name, tmp_path):
+  """A class at its conformance config (compare/conformance_cases.py), saved; the torch module too."""
+  from compare.conformance import discover, write_checkpoint
+  from compare.conformance_cases import CASES
+
+  case = CASES[name]
+  return case, write_checkpoint(discover()[name], case, tmp_path / name), tmp_path / name
+
+
+def test_video_class_is_one_program_per_frame_count(tmp_path):
+  """Where diffusers' decode is one call over all frames, the generic program is too: a new T is a new
+  program (compile grows with T; an adapter's would not), each exact."""
+  case, module, directory = _case_checkpoint("AutoencoderKLLTXVideo", tmp_path)
+  vae = torchax_vae.load(directory, cache_dir=False)
+  b, c, _, h, w = case.decode_input
+  for i, t in enumerate((2, 3, 3)):
+    z = randn(b, c, t, h, w, seed=t)
+    assert _max_abs(vae.decode(z), _decode(module, z)) <= TOL
+    assert vae.trace_counts["decode"] == min(i + 1, 2)
+
+
+def test_keywords_pass_through_and_key_the_program(tmp_path):
+  """AutoencoderKLTemporalDecoder.decode(z, num_frames): frames folded into the batch, num_frames static."""
+  _, module, directory = _case_checkpoint("AutoencoderKLTemporalDecoder", tmp_path)
+  vae = torchax_vae.load(directory, cache_dir=False)
+  z = randn(6, 4, 8, 12, seed=11)
+  for frames in (3, 2):
+    assert _max_abs(vae.decode(z, num_frames=frames), _decode(module, z, num_frames=frames)) <= TOL
+  assert vae.trace_counts["decode"] == 2  # same shape, other num_frames: another program
+  with pytest.raises(TypeError, match=r"num_frames: expected a tensor or a plain value"):
+    vae.decode(z, num_frames=[3])
+
+
+def test_audio_class(tmp_path):
+  """AutoencoderOobleck (Stable Audio): (B, C, L) in and out, an Oobleck posterior's mode."""
+  _, module, directory = _case_checkpoint("AutoencoderOobleck", tmp_path)
+  vae = torchax_vae.load(directory, cache_dir=False)
+  z, x = randn(2, 6, 5, seed=12), np.tanh(randn(2, 2, 40, seed=13))
+  assert _max_abs(vae.decode(z), _decode(module, z)) <= TOL
+  with torch.no_grad():
+    mode = module.encode(torch.from_numpy(x)).latent_dist.mode().numpy()
+  assert _max_abs(vae.encode(x), mode) <= TOL
+
+
+def test_cli_decodes_images_to_png(kl, tmp_path, capsys):
+  from PIL import Image
+
+  from torchax_vae import cli
+  from torchax_vae.pipeline import to_uint8_frames
+
+  module, directory = kl
+  latents = randn(2, 4, 6, 5, seed=14)
+  np.save(tmp_path / "z.npy", latents)
+  argv = ["decode", str(tmp_path / "z.npy"), "-o", str(tmp_path / "out.png"), "--model", str(directory), "--cache-dir", "off"]
+  assert cli.main(argv + ["--no-progress"]) == 0
+  assert "AutoencoderKL through the generic path" in capsys.readouterr().out
+  scaled = latents / module.config.scaling_factor  # AutoencoderKL's shift_factor is None
+  expected = to_uint8_frames(_decode(module, scaled.astype(np.float32))[:, :, None])
+  for i in range(2):
+    got = np.asarray(Image.open(tmp_path / f"out-{i}.png"))
+    assert np.abs(got.astype(int) - expected[i, 0].astype(int)).max() <= 1
+  assert cli.main(argv[:3] + [str(tmp_path / "out.mp4")] + argv[4:]) == 2  # images are not a video
+  assert "expected an output path ending in .png" in capsys.readouterr().err
+  assert not (tmp_path / "out.mp4").exists()
+  np.save(tmp_path / "bad.npy", randn(1, 3, 6, 5))
+  assert cli.main(["decode", str(tmp_path / "bad.npy")] + argv[2:]) == 2
+  assert "does not fit AutoencoderKL.decode(z); its config: latent_channels=4" in capsys.readouterr().err

@@ -102,12 +102,16 @@ def _type_as(self, other):
 
 
 def _fix_type_as(torchax: types.ModuleType) -> types.ModuleType:
-  """torchax 0.0.13's ``Tensor.type_as`` casts ``self``'s JAX value in place and returns ``self`` with
+  """Two of torchax 0.0.13's tensor methods made to behave as torch's (from outside, as the ops):
+
+  ``__setitem__``: see :func:`_setitem_dropping_leading_ones`. ``type_as``: torchax 0.0.13's ``Tensor.type_as`` casts ``self``'s JAX value in place and returns ``self`` with
   its torch dtype unchanged: the tensor a caller still holds changes dtype under it, and the next op
   checking dtypes sees a stale one (diffusers' Wan and Qwen-Image ``upsample`` resize in float32 and
   ``.type_as(x)`` back: in bfloat16 the following conv2d fails "Input type (float) and bias type
   (c10::BFloat16) should be the same"). Replaced by a cast that makes a new tensor, as torch's does."""
-  tensor_cls = torchax.tensor.Tensor
+  tensor_cls = getattr(sys.modules.get("torchax.tensor"), "Tensor", None)
+  if tensor_cls is None:  # a torchax without that class has nothing of this to fix
+    return torchax
   if tensor_cls.type_as is not _type_as:
     tensor_cls.type_as = _type_as
   if getattr(tensor_cls.__setitem__, "_torchax_vae", None) is None:

@@ -28,6 +28,7 @@ import inspect
 import json
 import numbers
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -45,7 +46,7 @@ from .core import executables, kinds
 from .core import mesh as mesh_lib
 from .core import progress as progress_lib
 from .core import transposes as transposes_lib
-from .core.checkpoint import check_weights, read_weights, weight_files
+from .core.checkpoint import check_weights, read_raw_config, read_weights, weight_files
 from .core.compile_cache import executable_dir
 from .core.driver import DTYPES, Precompiled
 from .core.errors import BridgeError, CheckpointError, InputError, UnsupportedModelError
@@ -95,26 +96,32 @@ def model_class(class_name: str, source: str) -> type:
 # --- building the module ---------------------------------------------------------------------
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _parameters_on_meta():
   """Parameters made while active live on the meta device; buffers stay real.
 
   ``torch.device("meta")`` would put buffers there too, and a non-persistent buffer (not in the
   checkpoint) would be lost. Each parameter is moved to meta as it is registered, so its init runs
-  on meta, for free (accelerate's ``init_empty_weights(include_buffers=False)`` does the same).
+  on meta, for free (accelerate's ``init_empty_weights(include_buffers=False)`` does the same). The
+  patch is process-wide: loads take a lock, so two loads in two threads build one after the other
+  (a module another thread builds meanwhile, outside ``load``, would get meta parameters too).
   """
-  register = torch.nn.Module.register_parameter
+  with _BUILD_LOCK:
+    register = torch.nn.Module.register_parameter
 
-  def on_meta(module, name, param):
-    register(module, name, param)
-    if param is not None and param.device.type != "meta":
-      module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+    def on_meta(module, name, param):
+      register(module, name, param)
+      if param is not None and param.device.type != "meta":
+        module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
 
-  torch.nn.Module.register_parameter = on_meta
-  try:
-    yield
-  finally:
-    torch.nn.Module.register_parameter = register
+    torch.nn.Module.register_parameter = on_meta
+    try:
+      yield
+    finally:
+      torch.nn.Module.register_parameter = register
 
 
 def build_module(cls: type, raw_config: Mapping[str, Any]) -> torch.nn.Module:
@@ -540,19 +547,6 @@ def _sample(mode: jax.Array, std: jax.Array, key: jax.Array) -> jax.Array:
 # --- load ------------------------------------------------------------------------------------
 
 
-def read_raw_config(directory: Path) -> dict[str, Any]:
-  path = directory / "config.json"
-  try:
-    raw = json.loads(path.read_text())
-  except FileNotFoundError:
-    raise CheckpointError(f"missing {path}") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as err:
-    raise CheckpointError(f"{path} is not valid JSON: {err}") from err
-  if not isinstance(raw, dict):
-    raise CheckpointError(f"{path}: expected a JSON object")
-  return raw
-
-
 def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None) -> GenericRunner:
   """A :class:`GenericRunner` of the checkpoint in ``directory`` (resolved; config read by diffusers)."""
   raw = read_raw_config(directory)
@@ -574,12 +568,22 @@ def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: P
   persistent = {name for name, _ in module.named_buffers() if name in state}
   integer_buffers = frozenset(k for k in persistent if not state[k].is_floating_point())
   check_weights(weights, {k: tuple(v.shape) for k, v in state.items()}, str(directory), non_float=integer_buffers)
-  params = backend.place_weights({k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
+  params = _place_params(cls, {k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
   buffers = _place_buffers(module, {k: weights[k] for k in persistent}, dtype, mesh)
   return GenericRunner(
     module, params, buffers, class_name=class_name, raw_config=dict(config), mesh=mesh, dtype=dtype,
     executable_dir=executable_dir(cache_dir),
   )  # fmt: skip
+
+
+def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
+  """The parameters in ``dtype``, except those of the class's ``_keep_in_fp32_modules`` (diffusers'
+  ``from_pretrained(torch_dtype=...)`` keeps them in float32 too)."""
+  keep = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
+  fp32 = {k for k in weights if dtype != "float32" and any(m in k.split(".") for m in keep)}
+  params = backend.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
+  params.update(backend.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
+  return params
 
 
 def _place_buffers(module: torch.nn.Module, persistent: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:

@@ -97,8 +97,8 @@ def _pick_subfolder(root: Path, subfolder: str | None, name: str) -> Path:
   )
 
 
-def read_config(directory: Path) -> Any:
-  """The frozen config of ``config.json``, of the class its ``_class_name`` names (see :mod:`.models`)."""
+def read_raw_config(directory: Path) -> dict[str, Any]:
+  """``config.json`` as a dict; :class:`CheckpointError` if missing, not JSON or not an object."""
   path = directory / CONFIG_NAME
   try:
     raw = json.loads(path.read_text())
@@ -108,7 +108,12 @@ def read_config(directory: Path) -> Any:
     raise CheckpointError(f"{path} is not valid JSON: {err}") from err
   if not isinstance(raw, dict):
     raise CheckpointError(f"{path}: expected a JSON object")
-  return models.config_from_dict(raw, source=str(path))
+  return raw
+
+
+def read_config(directory: Path) -> Any:
+  """The frozen config of ``config.json``, of the class its ``_class_name`` names (see :mod:`.models`)."""
+  return models.config_from_dict(read_raw_config(directory), source=str(directory / CONFIG_NAME))
 
 
 def weight_files(directory: Path) -> list[Path]:
@@ -232,6 +237,7 @@ __all__ = [
   "check_weights",
   "load_checkpoint",
   "read_config",
+  "read_raw_config",
   "read_weights",
   "resolve_checkpoint_dir",
   "weight_files",
