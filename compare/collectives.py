@@ -85,6 +85,21 @@ def _backends_started() -> bool:
     return False
 
 
+def _without_adapter(model: str, presets) -> bool:
+  """Whether ``model`` (a preset, hub id or directory) is a class the generic path runs (any rank)."""
+  from torchax_vae.core.checkpoint import CheckpointError, resolve_checkpoint_dir
+  from torchax_vae.core.loading import raw_class_name
+  from torchax_vae.core.models import ADAPTERS
+
+  if model in presets:
+    return False
+  try:
+    class_name = raw_class_name(resolve_checkpoint_dir(model))
+  except CheckpointError:
+    return False
+  return class_name is not None and class_name not in ADAPTERS
+
+
 def load_path(path: str, model, mesh: str):
   if path == "torchax":
     import torchax_vae
@@ -122,14 +137,17 @@ def main(argv: list[str] | None = None) -> int:
   except (MeshError, ValueError) as err:
     print(f"compare.collectives: {err}", file=sys.stderr)
     return 2
+  from compare.checkpoints import DEFAULT_PRESET, PRESETS, preset_checkpoint
+
+  model = args.model or DEFAULT_PRESET
+  if len(latent) != 5 and not _without_adapter(model, PRESETS):  # before a preset's checkpoint is written
+    print(f"compare.collectives: --latent {args.latent!r}: expected five positive integers B,C,T,H,W", file=sys.stderr)
+    return 2
   needed = 1
   for size in sizes.values():
     needed *= size
   _simulate_cpu_devices(needed)
 
-  from compare.checkpoints import DEFAULT_PRESET, PRESETS, preset_checkpoint
-
-  model = args.model or DEFAULT_PRESET
   if model in PRESETS:
     model = preset_checkpoint(model)
   from torchax_vae.core.errors import UnsupportedModelError

@@ -184,11 +184,14 @@ def run_decode(args: argparse.Namespace) -> int:
   lead = jax.process_index() == 0  # under multi-host, only process 0 writes files and prints
 
   latents = pipeline.load_latents(args.latents, key=args.key)
-  directory = _directory(args)
+  from .core.checkpoint import CheckpointError
   from .core.loading import raw_class_name
   from .core.models import ADAPTERS
 
-  class_name = raw_class_name(directory)
+  try:
+    class_name = raw_class_name(_directory(args))
+  except CheckpointError:  # reported by the adapters' path below, after the latents and the output are checked
+    class_name = None
   if class_name is not None and class_name not in ADAPTERS:
     return _run_generic_decode(args, latents, class_name, start, lead)
   if args.raw:
