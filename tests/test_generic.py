@@ -356,3 +356,18 @@ def test_cli_decodes_images_to_png(kl, tmp_path, capsys):
   np.save(tmp_path / "bad.npy", randn(1, 3, 6, 5))
   assert cli.main(["decode", str(tmp_path / "bad.npy")] + argv[2:]) == 2
   assert "does not fit AutoencoderKL.decode(z); its config: latent_channels=4" in capsys.readouterr().err
+
+
+def test_cli_precompile_then_decode_traces_nothing(kl, tmp_path, capsys):
+  from torchax_vae import cli
+
+  _, directory = kl
+  argv = ["precompile", "--model", str(directory), "--latent", "1,4,6,4", "--encode", "--cache-dir", str(tmp_path)]
+  assert cli.main(argv) == 0
+  out = capsys.readouterr().out
+  assert "1x4x6x4 decode whole: compiled" in out and "1x4x6x4 encode whole: compiled" in out
+  warm = torchax_vae.load(directory, cache_dir=tmp_path)
+  warm.decode(randn(1, 4, 6, 4))
+  assert warm.programs.sources["deserialized"] == 1 and warm.trace_counts["decode"] == 0
+  assert cli.main(["precompile", "--model", str(directory), "--latent", "1,4", "--cache-dir", str(tmp_path)]) == 2
+  assert "expected 3 to 5 positive integers" in capsys.readouterr().err

@@ -506,14 +506,10 @@ class GenericRunner:
   def _precompile(self, kind: str, spec: jax.ShapeDtypeStruct, kwargs: Mapping[str, Any]) -> tuple[Precompiled, Any]:
     tensors, static = self._split_kwargs(kwargs)
     label = self._label(kind, static)
-
-    def abstract(a):
-      sharding = None if self.mesh is None else NamedSharding(self.mesh, _spec(self.mesh, len(a.shape)))
-      if sharding is not None and not kinds.divides(a.shape, sharding):
-        sharding = mesh_lib.replicated(self.mesh)
-      return jax.ShapeDtypeStruct(a.shape, a.dtype if not jnp.issubdtype(a.dtype, jnp.floating) else self.compute_dtype, sharding=sharding)
-
-    args = (self.params, self.buffers, abstract(spec), {k: abstract(v) for k, v in tensors.items()})
+    # Placed zeros, as a call places its input: the program's key holds the inputs' shardings, so a
+    # later decode of that shape finds exactly this program (abstract inputs would key another one).
+    x = self._place(jnp.zeros(spec.shape, spec.dtype))
+    args = (self.params, self.buffers, x, {k: self._place(v) for k, v in tensors.items()})
     timings, sources = dict(self.programs.timings), dict(self.programs.sources)
     try:
       executable = self.programs.get(str(label), self._program(label), args)
