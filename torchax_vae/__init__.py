@@ -26,6 +26,7 @@ if TYPE_CHECKING:
   from jax.sharding import Mesh
 
   from .core.driver import Runner
+  from .generic import GenericRunner
 
 __all__ = ["decode_latents", "load"]
 
@@ -47,7 +48,7 @@ def load(
   mesh: Mesh | str | None = None,
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
-) -> Runner:
+) -> Runner | GenericRunner:
   """Loads a diffusers autoencoder (hub id or local dir); returns a runner with ``decode``/``encode``.
 
   Args:

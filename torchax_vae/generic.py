@@ -44,7 +44,9 @@ from .backend import torchax
 from .core import conv as conv_lib
 from .core import executables, kinds
 from .core import mesh as mesh_lib
+from .core import norm as norm_lib
 from .core import progress as progress_lib
+from .core import resize as resize_lib
 from .core import transposes as transposes_lib
 from .core.checkpoint import check_weights, read_raw_config, read_weights, weight_files
 from .core.compile_cache import executable_dir
@@ -286,7 +288,7 @@ class GenericRunner:
     self._env = torchax.default_env()
     backend.install_op_overrides(self._env)
     self._jittable = interop.JittableModule(module, dedup_parameters=False)
-    self._conv3d_form = conv_lib.conv3d_form()
+    self.conv3d_form = conv_lib.conv3d_form()  # fixed for this runner's programs (and in their key)
     self._sink = transposes_lib.enabled()
     if mesh is not None:
       _sharding_hooks(module, mesh)
@@ -301,9 +303,10 @@ class GenericRunner:
         "torchax": torchax.__version__,
         "diffusers": diffusers.__version__,
         "source": executables.source_digest(
-          sys.modules[__name__], backend, _torchax_compat, conv_lib, transposes_lib, kinds, model_file
+          sys.modules[__name__], backend, _torchax_compat, conv_lib, norm_lib, resize_lib, transposes_lib, kinds,
+          model_file,
         ),
-        "conv3d": self._conv3d_form,
+        "conv3d": self.conv3d_form,
         "sink_transposes": self._sink,
         "name": name,
         "model": class_name,
@@ -315,7 +318,6 @@ class GenericRunner:
       devices=list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]],
     )
     self._jitted: dict[_Label, Callable] = {}
-    self.conv3d_form = self._conv3d_form
     self.has_encode = callable(getattr(module, "encode", None))
     self.has_decode = callable(getattr(module, "decode", None))
 
@@ -339,7 +341,7 @@ class GenericRunner:
       self.trace_counts[label.kind] += 1
       params = {k: backend._torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
       params_t, buffers_t, x_t, kw_t = self._env.j2t_iso((params, buffers, constrain(x), tensor_kwargs))
-      with self._env, torch.no_grad(), conv_lib.using_form(self._conv3d_form), backend.tracking_resizes():
+      with self._env, torch.no_grad(), conv_lib.using_form(self.conv3d_form), backend.tracking_resizes():
         out = self._jittable.functional_call(lambda m, x_, kw: call(m, x_, {**kw, **static}), params_t, buffers_t, x_t, kw_t)
       return {k: constrain(v) for k, v in self._env.t2j_iso(out).items()}
 
