@@ -371,3 +371,30 @@ def test_cli_precompile_then_decode_traces_nothing(kl, tmp_path, capsys):
   assert warm.programs.sources["deserialized"] == 1 and warm.trace_counts["decode"] == 0
   assert cli.main(["precompile", "--model", str(directory), "--latent", "1,4", "--cache-dir", str(tmp_path)]) == 2
   assert "expected 3 to 5 positive integers" in capsys.readouterr().err
+
+
+def test_modules_kept_in_float32_stay_so_in_bfloat16(tmp_path):
+  """AutoencoderKLMiniMaxH3Audio keeps every module in float32 (``_keep_in_fp32_modules``), as diffusers'
+  ``from_pretrained(torch_dtype=torch.bfloat16)`` would: parameters, buffers and inputs stay float32."""
+  case, module, directory = _case_checkpoint("AutoencoderKLMiniMaxH3Audio", tmp_path)
+  low = torchax_vae.load(directory, dtype="bfloat16", cache_dir=False)
+  assert {str(v.dtype) for v in low.params.values()} == {"float32"} and low.input_dtype == jnp.float32
+  z = randn(*case.decode_input, seed=15)
+  assert _max_abs(low.decode(z), _decode(module, z)) <= TOL
+
+
+def test_tensor_keywords_are_program_inputs(tmp_path):
+  """LTX-Video 0.9.1's timestep-conditioned decoder: ``decode(z, temb=...)``. A tensor keyword is an input of
+  the one program (another value: no new trace), and changes the output as in diffusers."""
+  from compare.conformance_cases import CASES
+
+  config = dict(CASES["AutoencoderKLLTXVideo"].config, timestep_conditioning=True)
+  module = _save(diffusers.AutoencoderKLLTXVideo, config, tmp_path / "ltx")
+  vae = torchax_vae.load(tmp_path / "ltx", cache_dir=False)
+  z = randn(2, 8, 3, 4, 6, seed=16)
+  outs = []
+  for temb in ([0.05, 0.5], [0.5, 0.5]):
+    out = vae.decode(z, temb=np.asarray(temb, np.float32))
+    assert _max_abs(out, _decode(module, z, temb=torch.tensor(temb))) <= TOL
+    outs.append(out)
+  assert vae.trace_counts["decode"] == 1 and _max_abs(outs[0], outs[1]) > 0.1

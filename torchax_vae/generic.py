@@ -272,6 +272,7 @@ class GenericRunner:
     dtype: str,
     name: str = "torchax",
     executable_dir: Path | None = None,
+    input_dtype: str | None = None,
   ):
     self.module = module
     self.class_name = class_name
@@ -280,6 +281,9 @@ class GenericRunner:
     self.mesh = mesh
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
+    # What inputs are cast to: diffusers' ModelMixin.dtype, i.e. the dtype of the first parameter
+    # outside the class's _keep_in_fp32_modules (float32 when every parameter is kept in float32).
+    self.input_dtype = DTYPES[input_dtype or dtype]
     self.name = name
     self.params = params
     self.buffers = buffers
@@ -373,7 +377,7 @@ class GenericRunner:
     return tensors, static
 
   def _place(self, x: jax.Array) -> jax.Array:
-    x = x.astype(self.compute_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    x = x.astype(self.input_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
     if self.mesh is None:
       return x
     sharding = NamedSharding(self.mesh, _spec(self.mesh, x.ndim))
@@ -497,7 +501,7 @@ class GenericRunner:
       raise ValueError("precompile: expected one or more latent shapes, got none")
     records = []
     for shape in shapes:
-      z = jax.ShapeDtypeStruct(shape, self.compute_dtype)
+      z = jax.ShapeDtypeStruct(shape, self.input_dtype)
       record, out_info = self._precompile(DECODE, z, kwargs)
       records.append(record)
       if encode:
@@ -570,15 +574,34 @@ def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: P
   buffers = _place_buffers(module, {k: weights[k] for k in persistent}, dtype, mesh)
   return GenericRunner(
     module, params, buffers, class_name=class_name, raw_config=dict(config), mesh=mesh, dtype=dtype,
-    executable_dir=executable_dir(cache_dir),
+    executable_dir=executable_dir(cache_dir), input_dtype=_model_dtype(module, params, dtype),
   )  # fmt: skip
 
 
-def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
-  """The parameters in ``dtype``, except those of the class's ``_keep_in_fp32_modules`` (diffusers'
-  ``from_pretrained(torch_dtype=...)`` keeps them in float32 too)."""
+def _model_dtype(module: torch.nn.Module, params: dict[str, jax.Array], dtype: str) -> str:
+  """diffusers' ``get_parameter_dtype``: the first floating parameter outside ``_keep_in_fp32_modules``,
+  else the last parameter's dtype (a class that keeps every module in float32 takes float32 inputs)."""
+  keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+  last = dtype
+  for name, _ in module.named_parameters():
+    if name not in params:
+      continue
+    last = "float32" if params[name].dtype == jnp.float32 else dtype
+    if not any(m in name for m in keep) and jnp.issubdtype(params[name].dtype, jnp.floating):
+      return last
+  return last
+
+
+def _kept_in_fp32(cls: type, names, dtype: str) -> set[str]:
+  """The names (parameters, buffers) of the class's ``_keep_in_fp32_modules``, which diffusers'
+  ``from_pretrained(torch_dtype=...)`` keeps in float32 (its rule: a module name among the dotted parts)."""
   keep = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
-  fp32 = {k for k in weights if dtype != "float32" and any(m in k.split(".") for m in keep)}
+  return {k for k in names if dtype != "float32" and any(m in k.split(".") for m in keep)}
+
+
+def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
+  """The parameters in ``dtype``, except those :func:`_kept_in_fp32`."""
+  fp32 = _kept_in_fp32(cls, weights, dtype)
   params = backend.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
   params.update(backend.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
   return params
@@ -586,13 +609,16 @@ def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -
 
 def _place_buffers(module: torch.nn.Module, persistent: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
   """Buffers as JAX arrays, replicated: persistent ones from the checkpoint, the others as ``__init__``
-  made them. Floating buffers take the model's dtype, as ``module.to(dtype)`` would cast them."""
+  made them. Floating buffers take the model's dtype, as ``module.to(dtype)`` would cast them (float32
+  in the modules the class keeps in float32)."""
   sharding = mesh_lib.replicated(mesh)
+  names = [name for name, _ in module.named_buffers()]
+  fp32 = _kept_in_fp32(type(module), names, dtype)
   out = {}
   for name, buffer in module.named_buffers():
     value = persistent[name] if name in persistent else _numpy(buffer)
     if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
-      value = np.asarray(value).astype(DTYPES[dtype])
+      value = np.asarray(value).astype(DTYPES["float32" if name in fp32 else dtype])
     out[name] = mesh_lib.put(value, sharding)
   return out
 
