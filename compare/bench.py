@@ -190,13 +190,12 @@ def read_model_adapter(directory: Path):
   """The model adapter of the checkpoint's config (its class, channels, tiling rule), or a
   :class:`GenericModel` for a class without one."""
   from torchax_vae.core import models
-  from torchax_vae.core.checkpoint import CheckpointError, read_config
-  from torchax_vae.core.loading import raw_class_name
+  from torchax_vae.core.checkpoint import CheckpointError, read_config, read_raw_config
+  from torchax_vae.core.loading import generic_class_name
 
-  class_name = raw_class_name(directory)
-  if class_name is not None and class_name not in models.ADAPTERS:
-    raw = json.loads((directory / "config.json").read_text())
-    channels = raw.get("latent_channels")
+  class_name = generic_class_name(directory)
+  if class_name is not None:
+    channels = read_raw_config(directory).get("latent_channels")
     return GenericModel(class_name, channels if isinstance(channels, int) else None)
   try:
     return models.adapter_for(read_config(directory))

@@ -41,7 +41,7 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   import jax
   import jax.numpy as jnp
 
-  if getattr(runner, "generic", False):  # a class without an adapter: its own decode, one program
+  if runner.generic:  # a class without an adapter: its own decode, one program
     return [runner.precompile([latent_shape])[0].executable.as_text()]
   if len(latent_shape) != 5:
     raise ValueError(f"--latent {latent_shape}: {runner.adapter.class_name} takes five integers B,C,T,H,W")
@@ -88,16 +88,14 @@ def _backends_started() -> bool:
 def _without_adapter(model: str, presets) -> bool:
   """Whether ``model`` (a preset, hub id or directory) is a class the generic path runs (any rank)."""
   from torchax_vae.core.checkpoint import CheckpointError, resolve_checkpoint_dir
-  from torchax_vae.core.loading import raw_class_name
-  from torchax_vae.core.models import ADAPTERS
+  from torchax_vae.core.loading import generic_class_name
 
   if model in presets:
     return False
   try:
-    class_name = raw_class_name(resolve_checkpoint_dir(model))
+    return generic_class_name(resolve_checkpoint_dir(model)) is not None
   except CheckpointError:
     return False
-  return class_name is not None and class_name not in ADAPTERS
 
 
 def load_path(path: str, model, mesh: str):

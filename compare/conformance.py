@@ -167,7 +167,7 @@ def run_case(class_name: str, cls, case, workdir: Path, *, bf16: bool = True, fr
     row.torch_decode_s = ref.get("decode_s")
     stage = "load"
     runner = torchax_vae.load(directory, cache_dir=False)
-    row.tier = "generic" if getattr(runner, "generic", False) else "adapter"
+    row.tier = "generic" if runner.generic else "adapter"
     if case.needs_tiling:
       runner.enable_tiling(**(case.tiling or {}))
     checks, failures = [], []

@@ -266,7 +266,7 @@ def runner_tile_layout(runner, latent_hw) -> dict | None:
   """:func:`tile_layout` of the runner's current tiling (``None`` when tiling is off or not needed)."""
   import dataclasses
 
-  if runner.tiling is None or getattr(runner, "generic", False):
+  if runner.tiling is None or runner.generic:
     return None  # the generic path tiles inside diffusers' own decode: one program, no layout of ours
   return tile_layout(runner.adapter, tuple(latent_hw), dataclasses.asdict(runner.tiling))
 
@@ -440,7 +440,7 @@ def run_jax(args: dict) -> dict:
 
   tiles = runner_tile_layout(runner, z.shape[3:])
   # The generic path runs the module's own decode: one program ("whole"), once.
-  runs = {"whole": 1} if getattr(runner, "generic", False) else program_runs(runner.adapter, z.shape[2], tiles)
+  runs = {"whole": 1} if runner.generic else program_runs(runner.adapter, z.shape[2], tiles)
   flops = [program_cost(compiled[name], "flops") for name in used]
   moved = [program_cost(compiled[name], "bytes accessed") for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
@@ -463,7 +463,7 @@ def run_jax(args: dict) -> dict:
     "output_shape": list(video.shape if video is not None else decoded_shape(runner, z.shape, compiled)),
     "notes": notes,
     # the 3D convolution form the programs use
-    "conv3d": runner.conv3d_form if getattr(runner, "generic", False) else runner.steps.fingerprint.get("conv3d"),
+    "conv3d": runner.conv3d_form if runner.generic else runner.steps.fingerprint.get("conv3d"),
   }
   result["deserialized"] = deserialized
   if args["phase"] == "warm":
@@ -476,7 +476,7 @@ def run_jax(args: dict) -> dict:
 def decoded_shape(runner, latent_shape, compiled) -> tuple[int, ...]:
   """The shape a decode of ``latent_shape`` returns, without running it: the adapter's rule, or the
   generic path's compiled program's output."""
-  if getattr(runner, "generic", False):
+  if runner.generic:
     import jax
 
     return tuple(jax.tree.leaves(compiled["whole"].out_info)[0].shape)

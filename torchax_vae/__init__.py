@@ -70,15 +70,14 @@ def load(
   from .core.checkpoint import resolve_checkpoint_dir
   from .core.compile_cache import enable_compilation_cache
   from .core.driver import DTYPES
-  from .core.loading import load_runner, raw_class_name
+  from .core.loading import generic_class_name, load_runner
   from .models import BUILDERS, builder
 
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   mesh = mesh_lib.make_mesh(mesh)
   directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
-  class_name = raw_class_name(directory)
-  if class_name is not None and class_name not in BUILDERS:
+  if generic_class_name(directory) is not None:
     # No adapter: the unmodified module's own decode/encode, one program per call signature.
     from .generic import load_generic
 

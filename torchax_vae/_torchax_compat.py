@@ -62,10 +62,10 @@ def _is_named_tensor_overload(name: str) -> bool:
 def import_torchax() -> types.ModuleType:
   """Returns the ``torchax`` module, importing it through the shim on the first call."""
   if "torchax" in sys.modules and "torchax.tensor" in sys.modules:
-    return _fix_type_as(sys.modules["torchax"])
+    return _fix_tensor_methods(sys.modules["torchax"])
   with _lock:
     if "torchax" in sys.modules and "torchax.tensor" in sys.modules:
-      return _fix_type_as(sys.modules["torchax"])
+      return _fix_tensor_methods(sys.modules["torchax"])
     import torch._ops
 
     packet_cls = torch._ops.OpOverloadPacket
@@ -93,7 +93,7 @@ def import_torchax() -> types.ModuleType:
       packet_cls.__getattr__ = original_getattr
     _scrub_placeholders(placeholders)
     PLACEHOLDERS[:] = [p.name for p in placeholders]
-    return _fix_type_as(torchax)
+    return _fix_tensor_methods(torchax)
 
 
 def _type_as(self, other):
@@ -101,14 +101,16 @@ def _type_as(self, other):
   return self.to(other.dtype)
 
 
-def _fix_type_as(torchax: types.ModuleType) -> types.ModuleType:
-  """Two of torchax 0.0.13's tensor methods made to behave as torch's (from outside, as the ops):
+def _fix_tensor_methods(torchax: types.ModuleType) -> types.ModuleType:
+  """Two of torchax 0.0.13's tensor methods made to behave as torch's (from outside, as the op overrides):
 
-  ``__setitem__``: see :func:`_setitem_dropping_leading_ones`. ``type_as``: torchax 0.0.13's ``Tensor.type_as`` casts ``self``'s JAX value in place and returns ``self`` with
-  its torch dtype unchanged: the tensor a caller still holds changes dtype under it, and the next op
-  checking dtypes sees a stale one (diffusers' Wan and Qwen-Image ``upsample`` resize in float32 and
-  ``.type_as(x)`` back: in bfloat16 the following conv2d fails "Input type (float) and bias type
-  (c10::BFloat16) should be the same"). Replaced by a cast that makes a new tensor, as torch's does."""
+  * ``type_as`` cast ``self``'s JAX value in place and returned ``self`` with its torch dtype unchanged:
+    a tensor the caller still holds changed dtype under it, and the next op checking dtypes saw a stale
+    one (diffusers' Wan and Qwen-Image ``upsample`` resize in float32 and ``.type_as(x)`` back: in
+    bfloat16 the next conv2d failed "Input type (float) and bias type (c10::BFloat16) should be the
+    same"). Now a cast that makes a new tensor, as torch's does.
+  * ``__setitem__``: see :func:`_setitem_dropping_leading_ones`.
+  """
   tensor_cls = getattr(sys.modules.get("torchax.tensor"), "Tensor", None)
   if tensor_cls is None:  # a torchax without that class has nothing of this to fix
     return torchax

@@ -185,17 +185,16 @@ def run_decode(args: argparse.Namespace) -> int:
 
   latents = pipeline.load_latents(args.latents, key=args.key)
   from .core.checkpoint import CheckpointError
-  from .core.loading import raw_class_name
-  from .core.models import ADAPTERS
+  from .core.loading import generic_class_name
 
   try:
-    class_name = raw_class_name(_directory(args))
+    class_name = generic_class_name(_directory(args))
   except CheckpointError:  # reported by the adapters' path below, after the latents and the output are checked
     class_name = None
-  if class_name is not None and class_name not in ADAPTERS:
+  if class_name is not None:
     return _run_generic_decode(args, latents, class_name, start, lead)
   if args.raw:
-    raise UsageError(f"--raw: {class_name or 'this model'} has an adapter, which scales latents as its pipelines do")
+    raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
   pipeline.check_latents(latents, args.layout or pipeline.VAE_LAYOUT)  # rank, dtype: before anything else
   batch = latents.shape[0]
   paths = pipeline.output_paths(args.output, batch)
@@ -320,11 +319,10 @@ def run_precompile(args: argparse.Namespace) -> int:
       "the compilation cache is off (--cache-dir or $TORCHAX_VAE_CACHE_DIR): precompile keeps its programs "
       "there; with none there is nothing to keep"
     )
-  from .core.loading import raw_class_name
-  from .core.models import ADAPTERS
+  from .core.loading import generic_class_name
 
-  class_name = raw_class_name(_directory(args))
-  if class_name is not None and class_name not in ADAPTERS:  # the generic path: any rank, checked by tracing
+  class_name = generic_class_name(_directory(args))
+  if class_name is not None:  # the generic path: any rank, checked by tracing
     shapes = [parse_latent_shape(text, None, class_name) for text in args.latent]
   else:
     adapter = _adapter(args)  # config only: shapes are checked before any weights are read

@@ -57,7 +57,7 @@ class DiffusersVAE:
   def __init__(self, runner: Any, *, device: Any = "cpu"):
     self.runner = runner
     # A generic runner (torchax_vae.generic) carries diffusers' own FrozenDict of the module.
-    self.generic = getattr(runner, "generic", False)
+    self.generic = runner.generic
     self.config = runner.config if self.generic else FrozenDict(runner.adapter.config.to_dict())
     self._device = torch.device(device)
     self.use_slicing = False

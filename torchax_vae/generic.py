@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -50,7 +51,7 @@ from .core import resize as resize_lib
 from .core import transposes as transposes_lib
 from .core.checkpoint import check_weights, read_raw_config, read_weights, weight_files
 from .core.compile_cache import executable_dir
-from .core.driver import DTYPES, Precompiled
+from .core.driver import DTYPES, Precompiled, obtain_recorded
 from .core.errors import BridgeError, CheckpointError, InputError, UnsupportedModelError
 from .core.progress import ProgressArg
 
@@ -349,11 +350,8 @@ class GenericRunner:
         out = self._jittable.functional_call(lambda m, x_, kw: call(m, x_, {**kw, **static}), params_t, buffers_t, x_t, kw_t)
       return {k: constrain(v) for k, v in self._env.t2j_iso(out).items()}
 
-    def program(params, buffers, x, tensor_kwargs):
-      return traced(params, buffers, x, tensor_kwargs)
-
-    if self._sink:  # channels-last between convolutions, as the adapters' steps (core.transposes)
-      program = transposes_lib.sink_transposes(traced)
+    # channels-last between convolutions, as the adapters' steps (core.transposes)
+    program = transposes_lib.sink_transposes(traced) if self._sink else traced
     program.__name__ = f"{self.name}_{label.kind}_{self.class_name}"
     self._jitted[label] = jax.jit(program)
     return self._jitted[label]
@@ -383,16 +381,22 @@ class GenericRunner:
     sharding = NamedSharding(self.mesh, _spec(self.mesh, x.ndim))
     return mesh_lib.put(x, sharding if kinds.divides(x.shape, sharding) else mesh_lib.replicated(self.mesh))
 
-  def _run(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any]) -> dict[str, jax.Array]:
+  def _compiled(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any], obtain: Callable) -> tuple[Any, tuple]:
+    """``(obtain(label, jitted, args), args)``: the program of this call, from memory, the store or a
+    compile; an input the class cannot take, found while tracing, is an :class:`InputError`."""
     tensors, static = self._split_kwargs(kwargs)
     label = self._label(kind, static)
     args = (self.params, self.buffers, self._place(x), {k: self._place(v) for k, v in tensors.items()})
     try:
-      compiled = self.programs.get(str(label), self._program(label), args)
+      return obtain(str(label), self._program(label), args), args
     except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as err:
-      if isinstance(err, BridgeError):
+      error = self._input_error(kind, x, static, err)
+      if error is err:
         raise
-      raise self._input_error(kind, x, static, err) from err
+      raise error from err
+
+  def _run(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any]) -> dict[str, jax.Array]:
+    compiled, args = self._compiled(kind, x, kwargs, self.programs.get)
     return compiled(*args)
 
   def _input_error(self, kind: str, x: jax.Array, static: dict[str, Any], err: Exception) -> Exception:
@@ -510,27 +514,11 @@ class GenericRunner:
     return records
 
   def _precompile(self, kind: str, spec: jax.ShapeDtypeStruct, kwargs: Mapping[str, Any]) -> tuple[Precompiled, Any]:
-    tensors, static = self._split_kwargs(kwargs)
-    label = self._label(kind, static)
     # Placed zeros, as a call places its input: the program's key holds the inputs' shardings, so a
     # later decode of that shape finds exactly this program (abstract inputs would key another one).
-    x = self._place(jnp.zeros(spec.shape, spec.dtype))
-    args = (self.params, self.buffers, x, {k: self._place(v) for k, v in tensors.items()})
-    timings, sources = dict(self.programs.timings), dict(self.programs.sources)
-    try:
-      executable = self.programs.get(str(label), self._program(label), args)
-    except (RuntimeError, ValueError, IndexError, TypeError, AssertionError) as err:
-      raise self._input_error(kind, spec, static, err) from err
-    spent = {k: v - timings[k] for k, v in self.programs.timings.items()}
-    came = [k for k, v in self.programs.sources.items() if v > sources[k]]
-    record = Precompiled(
-      kind=kind,
-      name=WHOLE,
-      source=came[0] if came else "memory",
-      trace_lower_s=spent["trace_lower"],
-      compile_s=spent["compile"] + spent["deserialize"],
-      executable=executable,
-    )
+    obtain = functools.partial(obtain_recorded, self.programs, kind=kind, name=WHOLE)
+    record, _ = self._compiled(kind, jnp.zeros(spec.shape, spec.dtype), kwargs, obtain)
+    executable = record.executable
     return record, jax.tree.unflatten(executable.out_tree, jax.tree.leaves(executable.out_info))
 
   def as_diffusers(self, *, device: Any = "cpu") -> Any:

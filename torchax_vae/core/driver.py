@@ -83,8 +83,30 @@ class Precompiled:
     return f"{self.kind} {self.name}: {source} in {self.trace_lower_s + self.compile_s:.2f} s"
 
 
+def obtain_recorded(
+  programs: executables.Programs, label: str, jitted: Callable, args: tuple, *, kind: str, name: str, prepare_s: float = 0.0
+) -> Precompiled:
+  """``programs.get(label, jitted, args)`` as a :class:`Precompiled`: where the program came from and
+  what it cost (read off ``programs``' running timings and source counts around the call)."""
+  timings, sources = dict(programs.timings), dict(programs.sources)
+  executable = programs.get(label, jitted, args)
+  spent = {k: v - timings[k] for k, v in programs.timings.items()}
+  came = [k for k, v in programs.sources.items() if v > sources[k]]
+  return Precompiled(
+    kind=kind,
+    name=name,
+    source=came[0] if came else "memory",
+    trace_lower_s=prepare_s + spent["trace_lower"],
+    compile_s=spent["compile"] + spent["deserialize"],
+    executable=executable,
+  )
+
+
 class Runner:
   """``decode``/``encode`` with diffusers' contract over a backend's step functions.
+
+  ``generic`` is ``False`` here and ``True`` for ``torchax_vae.generic.GenericRunner`` (a class
+  without an adapter: its own decode, one program per call signature).
 
   Args:
     steps: the backend's step functions.
@@ -96,6 +118,8 @@ class Runner:
     executable_dir: where compiled step programs are stored as serialized executables and found
       again by later processes (warm start without tracing); ``None``: memory only.
   """
+
+  generic = False
 
   def __init__(
     self,
@@ -294,18 +318,7 @@ class Runner:
   def _obtain(self, kind: str, name: str, args: tuple, prepare_s: float) -> Precompiled:
     """One program through :class:`executables.Programs` (memory, store, compile), timed and sourced."""
     label = f"{kind}_{name.split()[0]}"
-    timings, sources = dict(self.programs.timings), dict(self.programs.sources)
-    executable = self.programs.get(label, self._jitted[label], args)
-    spent = {k: v - timings[k] for k, v in self.programs.timings.items()}
-    came = [k for k, v in self.programs.sources.items() if v > sources[k]]
-    return Precompiled(
-      kind=kind,
-      name=name,
-      source=came[0] if came else "memory",
-      trace_lower_s=prepare_s + spent["trace_lower"],
-      compile_s=spent["compile"] + spent["deserialize"],
-      executable=executable,
-    )
+    return obtain_recorded(self.programs, label, self._jitted[label], args, kind=kind, name=name, prepare_s=prepare_s)
 
   # --- layouts ---------------------------------------------------------------------------------
 

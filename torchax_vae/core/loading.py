@@ -10,10 +10,10 @@ from jax.sharding import Mesh
 
 from . import mesh as mesh_lib
 from . import models
-from .checkpoint import Checkpoint, read_config, read_weights, resolve_checkpoint_dir, weight_files
+from .checkpoint import Checkpoint, read_config, read_raw_config, read_weights, resolve_checkpoint_dir, weight_files
 from .compile_cache import enable_compilation_cache, executable_dir
 from .driver import DTYPES, Runner, StepFunctions
-from .errors import UnsupportedModelError
+from .errors import CheckpointError, UnsupportedModelError
 
 # (checkpoint, dtype, mesh) -> (step functions, placed weights, attributes to set on the runner)
 BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any, dict[str, Any]]]
@@ -22,14 +22,17 @@ BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any
 def raw_class_name(directory) -> str | None:
   """``config.json``'s ``_class_name`` in a checkpoint directory (``None`` if absent: the adapters'
   loader guesses from the keys); an unreadable config is left to the loader to report."""
-  import json
-
   try:
-    raw = json.loads((directory / "config.json").read_text())
-  except (OSError, ValueError):
+    name = read_raw_config(directory).get("_class_name")
+  except CheckpointError:
     return None
-  name = raw.get("_class_name") if isinstance(raw, dict) else None
   return name if isinstance(name, str) else None
+
+
+def generic_class_name(directory) -> str | None:
+  """The class of a checkpoint that has no adapter (the generic path runs it), else ``None``."""
+  name = raw_class_name(directory)
+  return name if name is not None and name not in models.ADAPTERS else None
 
 
 def load_runner(
