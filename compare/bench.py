@@ -58,6 +58,7 @@ DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT_S = 3600
 SEED = 0
+CONV_ENV = "TORCHAX_VAE_CONV"  # torchax_vae.core.conv.ENV_VAR (not imported: the bench imports no JAX)
 
 
 class UsageError(ValueError):
@@ -84,6 +85,9 @@ class Plan:
   tiling: dict | None = None  # enable_tiling's four arguments (--tiled), else None
   compile_only: bool = False  # --compile-only: lower + compile + memory analysis, no decode, no torch
   tiles: dict | None = None  # how --tiled splits the latent: compare.worker.tile_layout
+  # --conv: the 3D convolution forms each JAX path is measured in ($TORCHAX_VAE_CONV per process);
+  # (None,) = the platform's default (or an inherited $TORCHAX_VAE_CONV), as before --conv existed.
+  conv_forms: tuple[str | None, ...] = (None,)
 
   def tilings(self) -> list[dict | None]:
     """Per shape and path, untiled first, then (--tiled) tiled."""
@@ -120,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     "cannot decode; no torch, no decode or warm-start figures",
   )
   parser.add_argument(
+    "--conv",
+    default=None,
+    metavar="FORMS",
+    help="the 3D convolution forms to measure each JAX path in, e.g. 3d,taps (rows side by side, one torch "
+    "reference); default: the platform's (XLA:CPU taps, else 3d) or $TORCHAX_VAE_CONV",
+  )
+  parser.add_argument(
     "--tiled",
     action="store_true",
     help="also measure every path with tiling enabled (enable_tiling), side by side with the untiled decode",
@@ -150,6 +161,19 @@ def parse_ints(text: str, what: str, count: int | None = None) -> tuple[int, ...
     n = f"{count} " if count else ""
     raise UsageError(f"{what} {text!r}: expected {n}comma-separated positive integers")
   return tuple(int(p) for p in parts)
+
+
+def parse_conv_forms(text: str | None) -> tuple[str | None, ...]:
+  """``--conv 3d,taps`` -> ``("3d", "taps")``; unset -> ``(None,)`` (the platform's default)."""
+  if text is None:
+    return (None,)
+  from torchax_vae.core.conv import FORMS
+
+  forms = tuple(dict.fromkeys(f.strip() for f in text.split(",")))
+  unknown = [f for f in forms if f not in FORMS]
+  if unknown or not forms:
+    raise UsageError(f"--conv {text!r}: expected a comma-separated subset of {','.join(FORMS)}")
+  return forms
 
 
 def parse_paths(text: str) -> list[str]:
@@ -316,6 +340,7 @@ def validate(args: argparse.Namespace) -> Plan:
   if args.repeats < 1:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
   needed = mesh_devices(args.mesh)
+  conv_forms = parse_conv_forms(args.conv)
   for flag, value in (("--tile-sample-size", args.tile_sample_size), ("--tile-sample-stride", args.tile_sample_stride)):
     if value is not None:  # its format, before the (possibly slow) model resolution
       parse_ints(value, flag, 2)
@@ -358,6 +383,7 @@ def validate(args: argparse.Namespace) -> Plan:
     tiling=tiling,
     tiles=tiles,
     compile_only=args.compile_only,
+    conv_forms=conv_forms,
   )
 
 
@@ -433,13 +459,31 @@ PHASES = {
 }
 
 
+def form_env(plan: Plan, form: str | None) -> dict[str, str]:
+  """The workers' environment for one 3D convolution form (``None``: the plan's, unchanged)."""
+  return plan.env if form is None else {**plan.env, CONV_ENV: form}
+
+
+def form_suffix(form: str | None) -> str:
+  """``""``, or ``"-taps"``: tells apart the files of one form's measurement under ``--conv``."""
+  return "" if form is None else f"-{form}"
+
+
 def measure_jax(
-  plan: Plan, path: str, shape: tuple[int, ...], reference: Path | None, caches: Path, tiling: dict | None = None
+  plan: Plan,
+  path: str,
+  shape: tuple[int, ...],
+  reference: Path | None,
+  caches: Path,
+  tiling: dict | None = None,
+  form: str | None = None,
 ) -> dict:
   """A cold (empty cache) then two warm processes (JAX cache; stored executables) for one path and
-  shape; tiled (``enable_tiling(**tiling)``) with a cache of its own, compared to torch's tiled output."""
-  label = describe(path, shape, tiling)
-  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}{tiled_suffix(tiling)}-", dir=caches))
+  shape; tiled (``enable_tiling(**tiling)``) with a cache of its own, compared to torch's tiled output;
+  with ``form`` (``--conv``), every process under ``$TORCHAX_VAE_CONV=form``."""
+  label = describe(path, shape, tiling) + (f" conv={form}" if form else "")
+  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form)}"
+  cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
              "reference": str(reference) if reference else None, "tiling": tiling}  # fmt: skip
@@ -447,29 +491,34 @@ def measure_jax(
   results = {}
   for phase in ("cold", "warm", "warm_exe"):
     progress(f"{label}: {phase} start ({PHASES[phase]})")
-    log = plan.out / "logs" / f"{path}-T{shape[2]}{tiled_suffix(tiling)}-{phase}.log"
-    results[phase] = run_worker({**request, "phase": phase}, plan.env, log)
+    log = plan.out / "logs" / f"{name}-{phase}.log"
+    results[phase] = run_worker({**request, "phase": phase}, form_env(plan, form), log)
     if not results[phase].get("ok"):
       progress(f"{label}: {results[phase]['error'].splitlines()[0]}")
-      return {**record, "error": results[phase]["error"], "unavailable": bool(results[phase].get("unavailable"))}
-  return fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"])
+      return {**record, "conv3d": form, "conv_form": form, "error": results[phase]["error"],
+              "unavailable": bool(results[phase].get("unavailable"))}  # fmt: skip
+  return {**fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"]), "conv_form": form}
 
 
-def measure_compile_only(plan: Plan, path: str, shape: tuple[int, ...], caches: Path, tiling: dict | None = None) -> dict:
+def measure_compile_only(
+  plan: Plan, path: str, shape: tuple[int, ...], caches: Path, tiling: dict | None = None, form: str | None = None
+) -> dict:
   """One fresh process with an empty compile cache: lower and compile the step programs a decode of
   ``shape`` runs, and read XLA's analyses; nothing is run (``--compile-only``)."""
-  label = describe(path, shape, tiling)
-  cache_dir = Path(tempfile.mkdtemp(prefix=f"{path}-T{shape[2]}{tiled_suffix(tiling)}-", dir=caches))
+  label = describe(path, shape, tiling) + (f" conv={form}" if form else "")
+  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form)}"
+  cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
              "tiling": tiling, "phase": "compile_only"}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   progress(f"{label}: compile only (empty compile cache; nothing run)")
-  log = plan.out / "logs" / f"{path}-T{shape[2]}{tiled_suffix(tiling)}-compile-only.log"
-  result = run_worker(request, plan.env, log)
+  log = plan.out / "logs" / f"{name}-compile-only.log"
+  result = run_worker(request, form_env(plan, form), log)
   if not result.get("ok"):
     progress(f"{label}: {result['error'].splitlines()[0]}")
-    return {**record, "error": result["error"], "unavailable": bool(result.get("unavailable"))}
+    return {**record, "conv3d": form, "conv_form": form, "error": result["error"],
+            "unavailable": bool(result.get("unavailable"))}  # fmt: skip
   record.update(
     **compile_fields(result),
     cold_start_breakdown_s=result["start_breakdown_s"],
@@ -480,6 +529,7 @@ def measure_compile_only(plan: Plan, path: str, shape: tuple[int, ...], caches: 
     output_shape=result["output_shape"],
     programs=result["programs"],
     conv3d=result["conv3d"],
+    conv_form=form,
     notes=result["notes"],
   )
   return record
@@ -507,7 +557,7 @@ def empty_record(
     "flops_fraction_of_matmul": None, "bytes_accessed": None, "bytes_fraction_of_copy": None,
     "max_abs_err": None, "output_shape": None, "programs": None,
     "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
-    "conv3d": None,
+    "conv3d": None, "conv_form": None,
   }  # fmt: skip
 
 
@@ -616,6 +666,7 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "tiles": plan.tiles,
     "cpu_count": os.cpu_count(),
     "matmul_size": matmul.get("matmul_size"),
+    "matmul_dtype": matmul.get("matmul_dtype"),
     "matmul_flops_per_s": matmul.get("matmul_flops_per_s"),
     "copy_bytes": matmul.get("copy_bytes"),
     "copy_bytes_per_s": matmul.get("copy_bytes_per_s"),
@@ -646,16 +697,21 @@ def tiles_cell(r: dict) -> str:
   return f"{r['tiles']['grid'][0]}x{r['tiles']['grid'][1]} of {size}" if r.get("tiles") else size
 
 
+def path_cell(r: dict) -> str:
+  """``torchax``, or ``torchax (taps)`` for a row of a ``--conv`` run (the form it was measured in)."""
+  return r["path"] + (f" ({r['conv_form']})" if r.get("conv_form") else "")
+
+
 def table_cells(r: dict) -> list[str]:
   """One results row as table cells; a failed measurement shows its error instead of numbers."""
   latent = "x".join(map(str, r["latent_shape"]))
   if r["error"]:
     reason = r["error"].splitlines()[0][:100].replace("|", "/")
     what = "not available" if r.get("unavailable") else "failed"
-    return [r["path"], latent, tiles_cell(r), f"{what}: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
+    return [path_cell(r), latent, tiles_cell(r), f"{what}: {reason}"] + [""] * (len(TABLE_COLUMNS) - 4)
   fraction, moved = r["flops_fraction_of_matmul"], r.get("bytes_fraction_of_copy")
   return [
-    r["path"],
+    path_cell(r),
     latent,
     tiles_cell(r),
     fmt(r["compile_s"]),
@@ -756,10 +812,12 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
       for shape in plan.shapes:
         for path in plan.paths:
           for tiling in plan.tilings():
-            results.append(measure_compile_only(plan, path, shape, Path(caches), tiling))
+            for form in plan.conv_forms:
+              results.append(measure_compile_only(plan, path, shape, Path(caches), tiling, form))
+              save_partial(plan, build_meta(plan, {}), results)
     return build_meta(plan, {}), results
   progress(f"matmul reference ({plan.devices} device(s){', simulated' if plan.simulated else ''})")
-  matmul = run_worker({"kind": "matmul"}, plan.env, plan.out / "logs" / "matmul.log")
+  matmul = run_worker({"kind": "matmul", "dtype": plan.dtype}, plan.env, plan.out / "logs" / "matmul.log")
   if not matmul.get("ok"):
     progress(f"matmul reference failed: {matmul['error']}")
   results = []
@@ -771,12 +829,28 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
         for tiling in plan.tilings():
           if path == "torch":
             record, references[tiled_suffix(tiling)] = measure_torch(plan, shape, tiling)
-          else:
-            record = measure_jax(plan, path, shape, references[tiled_suffix(tiling)], Path(caches), tiling)
-          results.append(record)
+            results.append(record)
+            save_partial(plan, build_meta(plan, matmul), results)
+            continue
+          for form in plan.conv_forms:
+            record = measure_jax(plan, path, shape, references[tiled_suffix(tiling)], Path(caches), tiling, form)
+            results.append(record)
+            save_partial(plan, build_meta(plan, matmul), results)
   parallel = 1 if plan.simulated else plan.devices  # simulated devices share the host's cores
   add_flops_fraction(results, matmul, parallel)
   return build_meta(plan, matmul), results
+
+
+def save_partial(plan: Plan, meta: dict, results: list[dict]) -> None:
+  """``OUT/results.json`` after each measurement (``"partial": true``), so a run stopped from outside
+  (a time limit) keeps every measurement it finished; ``main`` writes the final file."""
+  write_results(plan.out / "results.json", {**meta, "partial": True}, results)
+
+
+def write_results(path: Path, meta: dict, results: list[dict]) -> None:
+  temporary = path.with_suffix(".json.tmp")  # replaced whole: a reader never sees half a file
+  temporary.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+  temporary.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -789,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
   (plan.out / "logs").mkdir(parents=True, exist_ok=True)
   started = time.perf_counter()
   meta, results = run(plan)
-  (plan.out / "results.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+  write_results(plan.out / "results.json", meta, results)
   plot(results, plan.out / "bench.png", plan.model_class)
   print(memory_table(results) if plan.compile_only else markdown_table(results))
   for r in results:

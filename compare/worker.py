@@ -4,8 +4,9 @@ Run by ``compare.bench``, one process per measurement, so no compiled program, c
 leaks from one measurement into the next. Kinds:
 
   devices  platform, device kind and count (the bench checks ``--mesh`` against it before any work)
-  matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot`` and bytes/s of an elementwise pass over 256 MiB:
-           the yardsticks for a decode's achieved FLOP/s and bytes/s
+  matmul   FLOP/s of a 2048x2048 float32 ``jnp.dot`` and bytes/s of an elementwise pass over 256 MiB
+           (an accelerator: 8192x8192 in the bench's dtype, 4 GiB): the yardsticks for a decode's
+           achieved FLOP/s and bytes/s
   torch    diffusers' eager ``vae.decode`` of the checkpoint's class (on CUDA when torch sees a GPU):
            latency, peak RSS (and CUDA peak allocation); saves its output as the reference ``.npy``
            the JAX paths are compared against
@@ -126,31 +127,44 @@ def run_devices(args: dict) -> dict:
 
 
 COPY_ELEMENTS = 2**26
+# On an accelerator the yardsticks must reach its ceilings: a product large enough for the matrix
+# units, in the decode's dtype (bf16 is what their dense peak is quoted in), and a pass over 4 GiB
+# (many times the L2), so launch overhead is a small part of what is timed.
+ACCELERATOR_MATMUL_SIZE = 8192
+ACCELERATOR_COPY_ELEMENTS = 2**30
 
 
 def run_matmul(args: dict) -> dict:
-  """FLOP/s of one ``(n, n) @ (n, n)`` float32 product on the default device, and bytes/s of an
-  elementwise pass over 256 MiB (median of 7 each): the compute and memory yardsticks."""
+  """FLOP/s of one ``(n, n) @ (n, n)`` product on the default device, and bytes/s of an elementwise
+  float32 pass, read once and written once (median of 7 each): the compute and memory yardsticks.
+
+  XLA:CPU: n = 2048 in float32 over 256 MiB. An accelerator: n = 8192 in ``args["dtype"]`` (default
+  float32) over 4 GiB.
+  """
   import jax
   import jax.numpy as jnp
 
-  n = MATMUL_SIZE
+  accelerator = jax.default_backend() != "cpu"
+  n = ACCELERATOR_MATMUL_SIZE if accelerator else MATMUL_SIZE
+  dtype = jnp.dtype(args.get("dtype", "float32")) if accelerator else jnp.dtype(jnp.float32)
+  elements = ACCELERATOR_COPY_ELEMENTS if accelerator else COPY_ELEMENTS
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (n, n), jnp.float32)
-  b = jax.random.normal(kb, (n, n), jnp.float32)
+  a = jax.random.normal(ka, (n, n), dtype)  # random, not zeros: zeros run faster than real data
+  b = jax.random.normal(kb, (n, n), dtype)
   dot = jax.jit(jnp.dot)
   for _ in range(2):  # compile, then one run to settle thread pools
     dot(a, b).block_until_ready()
   stats = timed_runs(lambda: dot(a, b).block_until_ready(), 7)
-  # The memory yardstick: an elementwise pass over 256 MiB of float32, read once and written once.
-  x = jnp.ones((COPY_ELEMENTS,), jnp.float32)
+  del a, b
+  x = jax.random.normal(ka, (elements,), jnp.float32)
   step = jax.jit(lambda v: v * 0.5 + 1.0)
   for _ in range(2):
     step(x).block_until_ready()
   copy = timed_runs(lambda: step(x).block_until_ready(), 7)
   return {
-    "matmul_size": n, "matmul_s": stats["median"], "matmul_flops_per_s": 2 * n**3 / stats["median"],
-    "copy_bytes": 2 * 4 * COPY_ELEMENTS, "copy_bytes_per_s": 2 * 4 * COPY_ELEMENTS / copy["median"],
+    "matmul_size": n, "matmul_dtype": str(dtype), "matmul_s": stats["median"],
+    "matmul_flops_per_s": 2 * n**3 / stats["median"],
+    "copy_bytes": 2 * 4 * elements, "copy_bytes_per_s": 2 * 4 * elements / copy["median"],
   }  # fmt: skip
 
 
