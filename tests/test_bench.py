@@ -183,6 +183,7 @@ def test_simulated_devices(tiny_dir, tmp_path):
     (["--tiled", "--tile-sample-size", "8,16"], "nothing would be tiled"),  # latent 4x4 fits in a 4x8 latent tile
     (["--tiled"], "nothing would be tiled"),  # diffusers' default: 32x48 px, a 16x24 latent tile
     (["--compile-only", "--paths", "torch"], "--compile-only measures the JAX paths"),
+    (["--conv", "3d,fft"], "--conv '3d,fft': expected a comma-separated subset of taps,3d"),
   ],
 )
 def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, args, message):
@@ -289,29 +290,36 @@ def test_tile_layout_follows_diffusers_wan_tiled_decode():
 
 def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path):
   """``--compile-only``: each JAX path lowered and compiled in its own process, XLA's per-device memory
-  analysis reported, nothing decoded (no torch row, no decode or warm-start figures); the convolution
-  form the programs were built with is recorded (here the accelerators' one, forced on this CPU)."""
+  analysis reported, nothing decoded (no torch row, no decode or warm-start figures); with ``--conv``
+  once per 3D convolution form (rows side by side), each row built in the form it names."""
   command = [sys.executable, "-m", "compare.bench", "--compile-only", "--model", str(tiny_wan_dirs["2.2"]),
-             "--latent", "1,4,3,4,4", "--out", str(tmp_path)]  # fmt: skip
-  env = {**os.environ, "TORCHAX_VAE_CONV": "3d"}
+             "--latent", "1,4,3,4,4", "--conv", "3d,taps", "--out", str(tmp_path)]  # fmt: skip
+  env = {k: v for k, v in os.environ.items() if k != "TORCHAX_VAE_CONV"}
   proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "results.json").read_text())
-  assert report["meta"]["compile_only"] is True
-  rows = {r["path"]: r for r in report["results"]}
-  assert sorted(rows) == ["native_flax", "torchax"]  # torch has nothing to compile
-  for path, row in rows.items():
-    assert row["error"] is None, (path, row["error"])
-    assert row["conv3d"] == "3d" and row["programs"] == {"first": 1, "steady": 2}  # runs per decode
+  assert report["meta"]["compile_only"] is True and "partial" not in report["meta"]  # the final file
+  rows = {(r["path"], r["conv_form"]): r for r in report["results"]}
+  # torch has nothing to compile; per path, the forms in the order given
+  assert list(rows) == [("torchax", "3d"), ("torchax", "taps"), ("native_flax", "3d"), ("native_flax", "taps")]
+  for (path, form), row in rows.items():
+    assert row["error"] is None, (path, form, row["error"])
+    assert row["conv3d"] == form and row["programs"] == {"first": 1, "steady": 2}  # runs per decode
     assert row["output_shape"] == [1, 3, 9, 64, 64]  # 1 + 4 * 2 frames, 16x (patchified Wan 2.2)
     assert row["decode_s"] is None and row["cache_load_s"] is None and row["max_abs_err"] is None
     assert set(row["program_memory_per_program_mb"]) == {"first", "steady"}
     memory = row["program_memory_mb"]
     assert memory["temp"] > 0 and memory["argument"] > 0 and memory["output"] > 0
     assert row["compile_s"] > 0 and row["flops"] > 0 and row["bytes_accessed"] > 0
-  header = proc.stdout.splitlines()[0]
-  assert "| temp MB | argument MB | output MB |" in header and "decode" not in header
+  # The same products in either form; taps on CPU also computes unpadded convolutions padded and cut
+  # (here 7-25% more FLOPs at a 4x4 latent), never fewer.
+  for path in ("torchax", "native_flax"):
+    assert rows[(path, "3d")]["flops"] <= rows[(path, "taps")]["flops"] <= 1.3 * rows[(path, "3d")]["flops"]
+  lines = proc.stdout.splitlines()
+  assert "| temp MB | argument MB | output MB |" in lines[0] and "decode" not in lines[0]
+  assert [line.split("|")[5].strip() for line in lines[2:]] == ["3d", "taps", "3d", "taps"]  # conv3d column
   assert not (tmp_path / "logs" / "matmul.log").exists()  # nothing run
+  assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"torchax-T3-taps-compile-only.log"}
 
 
 @pytest.mark.parametrize("path", ["torchax", "native_flax"])
