@@ -43,14 +43,17 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-# The package to import and the modules it pulls in at load(); importing them up front keeps the
-# "imports" phase apart from the "weights" phase of a warm start.
+# The package to import and the modules its load() pulls in, imported up front so that the "imports"
+# phase of a start stays apart from its "weights" phase; the second tuple only where the process
+# traces (cold, warm from JAX's cache, compile-only): a warm start from stored executables needs none
+# of torch, torchax or diffusers (torchax_vae.adapter_steps), so its imports are what a user's are.
 JAX_PATHS = {
   "torchax": (
     "torchax_vae",
+    ("torchax_vae.adapter_steps", "torchax_vae.core.loading"),
     ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.generic"),
   ),
-  "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert")),
+  "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert"), ()),
 }
 MATMUL_SIZE = 2048
 
@@ -155,7 +158,6 @@ def run_matmul(args: dict) -> dict:
   for _ in range(2):  # compile, then one run to settle thread pools
     dot(a, b).block_until_ready()
   stats = timed_runs(lambda: dot(a, b).block_until_ready(), 7)
-  del a, b
   x = jax.random.normal(ka, (elements,), jnp.float32)
   step = jax.jit(lambda v: v * 0.5 + 1.0)
   for _ in range(2):
@@ -262,12 +264,13 @@ def cache_files(directory: Path) -> set[str]:
   return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
-def import_path(path: str):
-  """Imports the path's package and the modules its ``load`` uses; raises PathUnavailable."""
-  package_name, modules = JAX_PATHS[path]
+def import_path(path: str, tracing: bool = True):
+  """Imports the path's package and the modules its ``load`` uses (``tracing``: also those its
+  programs are traced with); raises PathUnavailable."""
+  package_name, modules, traced_with = JAX_PATHS[path]
   try:
     package = importlib.import_module(package_name)
-    for name in modules:
+    for name in (*modules, *(traced_with if tracing else ())):
       importlib.import_module(name)
   except Exception as err:  # ImportError, or any error a half-written module raises at import
     raise PathUnavailable(f"{path} path unavailable: import failed: {type(err).__name__}: {err}") from err
@@ -384,7 +387,7 @@ def run_jax(args: dict) -> dict:
   import jax
   import jax.numpy as jnp
 
-  package = import_path(args["path"])
+  package = import_path(args["path"], tracing=args["phase"] != "warm_exe")
   start_s = {"imports": time.time() - args["spawned_at"]}
   log = CompilerLog()
   cache_dir = Path(args["cache_dir"])

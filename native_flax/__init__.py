@@ -61,10 +61,10 @@ def load(
   )
 
 
-def _build_native_backend(checkpoint, dtype, mesh):
+def _build_native_backend(checkpoint, dtype, mesh, *, executable_dir=None):
   from . import backend, convert
 
-  del mesh  # the runner replicates the weights over it
+  del mesh, executable_dir  # the runner replicates the weights over the mesh; the port keeps nothing in the store
   model = convert.load_model(checkpoint.weights, checkpoint.config, dtype=dtype, source=str(checkpoint.directory))
   params, steps = backend.make_steps(model)
   return steps, params, {"model": model}

@@ -210,7 +210,7 @@ def test_worker_env_sets_exactly_the_mesh_device_count(monkeypatch):
 
 
 def test_unavailable_path_is_reported_not_raised(monkeypatch, capfd):
-  monkeypatch.setitem(worker.JAX_PATHS, "native_flax", ("no_such_package_for_the_bench", ()))
+  monkeypatch.setitem(worker.JAX_PATHS, "native_flax", ("no_such_package_for_the_bench", (), ()))
   request = {"kind": "jax", "phase": "cold", "path": "native_flax", "spawned_at": 0.0}
   assert worker.main(["--json-args", json.dumps(request)]) == 1
   result = json.loads(capfd.readouterr().out.strip().splitlines()[-1])

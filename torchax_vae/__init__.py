@@ -71,7 +71,7 @@ def load(
   from .core.compile_cache import enable_compilation_cache
   from .core.driver import DTYPES
   from .core.loading import generic_class_name, load_runner
-  from .models import BUILDERS, builder
+  from .core.models import ADAPTERS
 
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -82,18 +82,18 @@ def load(
     from .generic import load_generic
 
     return load_generic(directory, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir))
+  # An adapter's steps import torch, torchax and diffusers only when a program must be traced: a
+  # warm start from stored executables imports none of them (torchax_vae.adapter_steps).
+  from . import adapter_steps
+
   return load_runner(
     "torchax",
-    {name: _lazy(builder, name) for name in BUILDERS},
+    dict.fromkeys(ADAPTERS, adapter_steps.build),
     directory,
     subfolder=None,
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,
     revision=revision,
+    runner_class=adapter_steps.TorchaxRunner,
   )
-
-
-def _lazy(builder, class_name):
-  # The builder module imports torch and diffusers: only when a checkpoint of its class is loaded.
-  return lambda checkpoint, dtype, mesh: builder(class_name)(checkpoint, dtype, mesh)

@@ -15,9 +15,7 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 import jax
@@ -30,15 +28,15 @@ from .core import mesh as mesh_lib
 from .core import norm as norm_lib
 from .core import resize as resize_lib
 from .core import transposes as transposes_lib
-from .core.driver import DTYPES, StepFunctions
+from .core.driver import StepFunctions
 
 torchax = import_torchax()
 
 import torch  # noqa: E402  (after torchax, which must be imported through the shim first)
 from torchax import interop  # noqa: E402
 
-LAYOUT = "BCTHW"
-CACHE_LAYOUT = "BTHWC"  # the conv cache between steps, as the channels-last convolutions read and write it
+# Torch-free, shared with the warm start that imports none of this module (adapter_steps).
+from .adapter_steps import CACHE_LAYOUT, LAYOUT  # noqa: E402
 
 # (vae module, input, conv cache | None) -> (output, conv cache): one frame step in torch terms.
 TorchStep = Callable[[torch.nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -55,28 +53,8 @@ def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
   return {k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
-def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict[str, jax.Array]:
-  """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given.
-
-  Convolution kernels (every parameter of rank >= 4) are stored channels-last, ``(*kernel, I, O)``
-  instead of PyTorch's ``(O, I, *kernel)``; the step functions hand PyTorch's layout to the torch
-  code (:func:`_torch_layout`). Inside the compiled program that transpose meets the one
-  :func:`_convolution_channels_last` applies and XLA cancels the pair, so no kernel is transposed
-  at run time (transposing the decoder's 477 MB of kernels cost ~0.3 s per CPU decode).
-  """
-  target = DTYPES[dtype]
-  sharding = mesh_lib.replicated(mesh)
-  # mesh_lib.put: on a mesh over several processes each fills its own devices, with no cross-process check.
-  return {k: mesh_lib.put(_kernel_layout(np.asarray(v)).astype(target), sharding) for k, v in weights.items()}
-
-
-def _kernel_layout(v):
-  """PyTorch ``(O, I, *kernel)`` -> ``(*kernel, I, O)`` for rank >= 4 (convolution kernels); else ``v``."""
-  return v.transpose(*range(2, v.ndim), 1, 0) if v.ndim >= 4 else v
-
-
 def _torch_layout(v: jax.Array) -> jax.Array:
-  """Inverse of :func:`_kernel_layout`: ``(*kernel, I, O)`` -> PyTorch's ``(O, I, *kernel)``."""
+  """Inverse of :func:`~torchax_vae.adapter_steps.kernel_layout`: ``(*kernel, I, O)`` -> PyTorch's ``(O, I, *kernel)``."""
   return jnp.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2))) if v.ndim >= 4 else v
 
 
@@ -397,25 +375,23 @@ def install_op_overrides(env) -> None:
 
 
 def make_steps(
-  module: torch.nn.Module, decode_step: TorchStep, encode_step: TorchStep, sources: Sequence[ModuleType] = ()
+  module: torch.nn.Module, decode_step: TorchStep, encode_step: TorchStep, *, conv3d_form: str, sink: bool
 ) -> StepFunctions:
   """Pure JAX ``decode_step``/``encode_step`` of (weights, input, conv_cache) for the driver.
 
   ``decode_step``/``encode_step`` are a model's frame steps in torch terms, called with the module
   (its parameters swapped for the JAX weights), the input chunk and the cache as torchax tensors;
   whatever pytree of tensors (and ``None``) they return as the cache comes back as JAX arrays.
-  ``sources``: the modules whose code the compiled programs depend on (the model's step builder,
-  the diffusers model file), hashed into the stored executables' key.
+  ``conv3d_form`` and ``sink`` are the ones in the programs' key (``adapter_steps.fingerprint``),
+  which the caller attaches: the steps are traced in that form, and through
+  ``core.transposes.sink_transposes`` when ``sink`` (``$TORCHAX_VAE_SINK_TRANSPOSES``).
 
   Each step is traced with resizes recorded (:func:`tracking_resizes`, for SpatialNorm3D's 1x1
-  convolutions) and evaluated through ``core.transposes.sink_transposes`` unless
-  ``$TORCHAX_VAE_SINK_TRANSPOSES=0``.
+  convolutions).
   """
   env = torchax.default_env()
   install_op_overrides(env)
   jittable = interop.JittableModule(module, dedup_parameters=False)
-  conv3d_form = conv_lib.conv3d_form()  # fixed for this model's programs (and in their key)
-  sink = transposes_lib.enabled()
 
   def as_jax(step):
     def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
@@ -428,21 +404,6 @@ def make_steps(
 
     return pure
 
-  import diffusers
-
-  from . import _torchax_compat
-  from .core.executables import source_digest
-
-  fingerprint = {
-    "torch": torch.__version__,
-    "torchax": torchax.__version__,
-    "diffusers": diffusers.__version__,
-    "source": source_digest(
-      sys.modules[__name__], _torchax_compat, conv_lib, norm_lib, resize_lib, transposes_lib, *sources
-    ),
-    "conv3d": conv3d_form,
-    "sink_transposes": sink,
-  }
   if sink:  # (params, inputs, cache) -> (outputs, cache): the cache is held channels-last between steps
     carry = functools.partial(transposes_lib.sink_transposes, channels_last_args=(2,), channels_last_outputs=(1,))
   else:
@@ -451,31 +412,5 @@ def make_steps(
     layout=LAYOUT,
     decode_step=carry(as_jax(decode_step)),
     encode_step=carry(as_jax(encode_step)),
-    fingerprint=fingerprint,
     cache_layout=CACHE_LAYOUT if sink else None,
   )
-
-
-def build(
-  checkpoint,
-  dtype: str,
-  mesh,
-  module: torch.nn.Module,
-  *,
-  sharded_layers: tuple[type, ...],
-  decode_step: TorchStep,
-  encode_step: TorchStep,
-  sources: Sequence[ModuleType],
-) -> tuple[StepFunctions, dict[str, jax.Array], dict[str, Any]]:
-  """What every model's ``build`` does with its module (built on meta) and its torch frame steps:
-  weights checked against the module and placed, sharding hooks on ``sharded_layers`` under a
-  mesh, the pure JAX steps. Returns ``(steps, params, {"module": module})`` for the driver's
-  :func:`~torchax_vae.core.loading.load_runner` (``runner.module``: the diffusers module the steps
-  run, meta weights, for inspection)."""
-  from .core.checkpoint import check_weights
-
-  check_weights(checkpoint.weights, expected_shapes(module), str(checkpoint.directory))
-  params = place_weights(checkpoint.weights, dtype, mesh)
-  if mesh is not None:
-    add_sharding_hooks(module, mesh, sharded_layers)
-  return make_steps(module, decode_step, encode_step, sources), params, {"module": module}

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import backend
+from . import adapter_steps, backend
 from .backend import torchax
 from .core import conv as conv_lib
 from .core import executables, kinds
@@ -590,8 +590,8 @@ def _kept_in_fp32(cls: type, names, dtype: str) -> set[str]:
 def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
   """The parameters in ``dtype``, except those :func:`_kept_in_fp32`."""
   fp32 = _kept_in_fp32(cls, weights, dtype)
-  params = backend.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
-  params.update(backend.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
+  params = adapter_steps.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
+  params.update(adapter_steps.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
   return params
 
 

@@ -40,11 +40,12 @@ import jaxlib
 FORMAT_VERSION = 2
 
 
-def source_digest(*modules) -> str:
-  """Hash of the source files of ``modules``: a stored program is stale once its code changes."""
+def source_digest(*sources) -> str:
+  """Hash of the source files of ``sources`` (modules, or file paths for code that must not be
+  imported to be hashed): a stored program is stale once its code changes."""
   digest = hashlib.sha256()
-  for module in modules:
-    digest.update(Path(module.__file__).read_bytes())
+  for source in sources:
+    digest.update(Path(getattr(source, "__file__", source)).read_bytes())
   return digest.hexdigest()[:16]
 
 
@@ -201,6 +202,39 @@ class ExecutableStore:
     # An unusable entry is removed, so that it warns once, and a later fresh compile can take its place.
     with contextlib.suppress(OSError):
       path.unlink()
+
+  def load_manifest(self, key: str) -> dict | None:
+    """The JSON manifest stored under ``key`` (what a backend needs to know of its programs' inputs
+    without building its model), or ``None``: absent, untrusted, or unreadable (then removed)."""
+    if self.directory is None:
+      return None
+    path = self.directory / f"{key}.json"
+    if not path.is_file() or not self._trusted(self.directory, path):
+      return None
+    try:
+      manifest = json.loads(path.read_text())
+      if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(f"format {manifest.get('format')!r}")
+      return manifest
+    except (OSError, ValueError, AttributeError) as err:
+      warnings.warn(f"stored manifest {path.name} could not be used ({err}); rebuilding it", stacklevel=3)
+      self._discard(path)
+      return None
+
+  def save_manifest(self, key: str, manifest: dict) -> None:
+    """Stores ``manifest`` (JSON) under ``key``, whole or not at all, as :meth:`save` stores a program."""
+    if self.directory is None:
+      return
+    try:
+      self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+      if not self._trusted(self.directory):
+        return
+      fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-")
+      with os.fdopen(fd, "w") as handle:
+        json.dump({**manifest, "format": FORMAT_VERSION}, handle)
+      os.replace(tmp, self.directory / f"{key}.json")
+    except Exception as err:  # noqa: BLE001 — like an executable: not storing it only costs a later build
+      warnings.warn(f"could not store a manifest in {self.directory}: {type(err).__name__}: {err}", stacklevel=3)
 
   def save(self, key: str, compiled, sig: tuple) -> None:
     if self.directory is None:

@@ -15,8 +15,10 @@ from .compile_cache import enable_compilation_cache, executable_dir
 from .driver import DTYPES, Runner, StepFunctions
 from .errors import CheckpointError, UnsupportedModelError
 
-# (checkpoint, dtype, mesh) -> (step functions, placed weights, attributes to set on the runner)
-BuildBackend = Callable[[Checkpoint, str, Mesh | None], tuple[StepFunctions, Any, dict[str, Any]]]
+# (checkpoint, dtype, mesh, executable_dir=) -> (step functions, placed weights, attributes to set on
+# the runner). ``executable_dir``: the runner's store of compiled programs (None: none), where a backend
+# may keep what a later start needs to know of its programs without building its model.
+BuildBackend = Callable[..., tuple[StepFunctions, Any, dict[str, Any]]]
 
 
 def raw_class_name(directory) -> str | None:
@@ -45,12 +47,14 @@ def load_runner(
   mesh: Mesh | str | None,
   cache_dir: str | os.PathLike | bool | None,
   revision: str | None,
+  runner_class: type[Runner] = Runner,
 ) -> Runner:
   """Checks the arguments before any work, reads the checkpoint, lets the path build its steps.
 
   ``builders``: the path's backend builder per diffusers class name (its supported models); a
   checkpoint of another class is refused with :class:`UnsupportedModelError` naming them, from its
-  ``config.json`` alone (before any weights are read).
+  ``config.json`` alone (before any weights are read). ``runner_class``: :class:`Runner` or a
+  path's subclass of it.
   """
   if dtype not in DTYPES:
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -67,8 +71,9 @@ def load_runner(
       + (" (torchax_vae.load runs every supported VAE)" if name != "torchax" else "")
     )
   checkpoint = Checkpoint(config=config, weights=read_weights(weight_files(directory)), directory=directory)
-  steps, params, extras = build(checkpoint, dtype, mesh)
-  runner = Runner(steps, params, adapter, mesh=mesh, dtype=dtype, name=name, executable_dir=executable_dir(cache))
+  store_dir = executable_dir(cache)
+  steps, params, extras = build(checkpoint, dtype, mesh, executable_dir=store_dir)
+  runner = runner_class(steps, params, adapter, mesh=mesh, dtype=dtype, name=name, executable_dir=store_dir)
   for attribute, value in extras.items():
     setattr(runner, attribute, value)
   return runner

@@ -1,21 +1,17 @@
-"""torchax step builders, one module per diffusers video VAE class (the adapters' torch side).
+"""torchax step builders, one module per diffusers video VAE adapter (the adapters' torch side).
 
-Each module has ``build(checkpoint, dtype, mesh) -> (StepFunctions, params, extras)``: the
-unmodified diffusers class built on the meta device, the hooks it needs from outside (sharding,
-cache bookkeeping), and its frame steps in torch terms handed to :func:`torchax_vae.backend.make_steps`.
+Each module has ``module_and_steps(config) -> (module, decode_step, encode_step)``: the unmodified
+diffusers class built on the meta device with the hooks its steps need, and its frame steps in torch
+terms; and ``SHARDED_LAYERS``, the layers whose outputs are pinned under a mesh.
+:mod:`torchax_vae.adapter_steps` imports a module here (and so torch and diffusers) only when a
+program must be traced, and hands its steps to :func:`torchax_vae.backend.make_steps`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ..core.models import ADAPTERS
 
-# diffusers class name -> module here, named as its adapter (imported on use: each pulls in torch
-# and diffusers). Every supported model has one: the torchax path runs them all.
-BUILDERS = {class_name: adapter.name for class_name, adapter in ADAPTERS.items()}
-
-
-def builder(class_name: str):
-  """The ``build`` function for a diffusers class (one of :data:`BUILDERS`)."""
-  return importlib.import_module(f"{__name__}.{BUILDERS[class_name]}").build
+def builder_module(adapter_name: str):
+  """The builder module of an adapter (``"cogvideox"``, ``"wan"``: ``core.models.ADAPTERS``' names)."""
+  return importlib.import_module(f"{__name__}.{adapter_name}")

@@ -8,8 +8,6 @@ returned as a value.
 
 from __future__ import annotations
 
-import sys
-
 import torch
 from diffusers import AutoencoderKLCogVideoX
 from diffusers.models.autoencoders import autoencoder_kl_cogvideox as cogvideox
@@ -62,9 +60,6 @@ def encode_step(vae, x, conv_cache):
   return h, conv_cache
 
 
-def build(checkpoint, dtype, mesh):
-  """``(steps, params, extras)`` for the driver (see :func:`torchax_vae.backend.build`)."""
-  return backend.build(
-    checkpoint, dtype, mesh, build_module(checkpoint.config), sharded_layers=SHARDED_LAYERS,
-    decode_step=decode_step, encode_step=encode_step, sources=(sys.modules[__name__], cogvideox),
-  )  # fmt: skip
+def module_and_steps(config):
+  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.adapter_steps.TorchSide`."""
+  return build_module(config), decode_step, encode_step

@@ -25,7 +25,6 @@ the second and third step):
 from __future__ import annotations
 
 import contextvars
-import sys
 from typing import Any
 
 import torch
@@ -134,11 +133,7 @@ def make_frame_steps(module: torch.nn.Module):
   return decode_step, encode_step
 
 
-def build(checkpoint, dtype, mesh):
-  """``(steps, params, extras)`` for the driver (see :func:`torchax_vae.backend.build`)."""
-  module = build_module(checkpoint.config)
-  decode_step, encode_step = make_frame_steps(module)
-  return backend.build(
-    checkpoint, dtype, mesh, module, sharded_layers=SHARDED_LAYERS,
-    decode_step=decode_step, encode_step=encode_step, sources=(sys.modules[__name__], wan),
-  )  # fmt: skip
+def module_and_steps(config):
+  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.adapter_steps.TorchSide`."""
+  module = build_module(config)
+  return (module, *make_frame_steps(module))
