@@ -486,8 +486,29 @@ def run_jax(args: dict) -> dict:
   if args["phase"] == "warm":
     result.update(steady_latency(runner, z, args["repeats"], args.get("reference")))
     result["device_memory_mb"] = device_memory_mb(devices)
+  if args["phase"] in ("warm", "warm_exe"):
+    result["weights_yardstick_s"] = weights_yardstick(args["model"], devices[0])
   result["peak_rss_mb"] = peak_rss_mb()
   return result
+
+
+def weights_yardstick(model: str, device) -> dict[str, float]:
+  """What loading the weights cannot beat, in the same process: reading the checkpoint's weight
+  files' bytes (as the start just did: from the page cache) and one ``device_put`` of that many
+  bytes (a uint8 array) to the path's device; seconds, and the bytes."""
+  import jax
+  import numpy as np
+
+  from torchax_vae.core.checkpoint import resolve_checkpoint_dir, weight_files
+
+  files = weight_files(resolve_checkpoint_dir(model))
+  start = time.perf_counter()
+  data = b"".join(path.read_bytes() for path in files)
+  read_s = time.perf_counter() - start
+  start = time.perf_counter()
+  jax.device_put(np.frombuffer(data, np.uint8), device).block_until_ready()
+  put_s = time.perf_counter() - start
+  return {"read": read_s, "device_put": put_s, "total": read_s + put_s, "bytes": len(data)}
 
 
 def decoded_shape(runner, latent_shape, compiled) -> tuple[int, ...]:

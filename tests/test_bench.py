@@ -102,9 +102,15 @@ def test_report_schema(single_device_run):
     assert row["max_abs_err"] <= 1e-4, row["path"]
     assert row["notes"] == []
     assert row["program_memory_mb"]["temp"] > 0 and row["program_memory_mb"]["argument"] > 0
+    # Beside the weights phase, the same run's yardstick: the weight files' bytes read and placed once.
+    yardstick = row["weights_yardstick_s"]
+    assert set(yardstick) == {"read", "device_put", "total", "bytes"}
+    assert yardstick["bytes"] == sum(p.stat().st_size for p in Path(report["meta"]["model"]).glob("*.safetensors"))
+    assert yardstick["total"] == pytest.approx(yardstick["read"] + yardstick["device_put"])
 
   assert "| path |" in proc.stdout and "torchax" in proc.stdout  # the Markdown table
   assert "| of matmul | GB moved | of copy |" in proc.stdout.splitlines()[0]
+  assert "| warm start (exe) s | weights s (yardstick) |" in proc.stdout.splitlines()[0]
 
 
 def test_tiled_rows_beside_untiled(single_device_run):

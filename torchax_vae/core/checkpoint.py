@@ -142,25 +142,64 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def read_weights(files: list[Path]) -> dict[str, np.ndarray]:
-  """All tensors of the files as numpy arrays (bfloat16 through ``ml_dtypes``)."""
+  """All tensors of the files as numpy arrays (bfloat16 through ``ml_dtypes``), read-only.
+
+  Memory-mapped, not copied: each array is a view of the file's pages, so the bytes are read once,
+  by whatever converts or places them (``safe_open`` validates each file first, as it always did).
+  """
   from safetensors import SafetensorError, safe_open
 
   weights: dict[str, np.ndarray] = {}
   for path in files:
     try:
       with safe_open(str(path), framework="numpy") as handle:
-        for key in handle.keys():
-          if key in weights:
-            raise CheckpointError(f"{path}: tensor {key!r} appears in more than one shard")
-          try:
-            weights[key] = handle.get_tensor(key)
-          except TypeError:  # numpy has no bfloat16; read it through the flax (jax) view
-            weights[key] = _read_as_jax(path, key)
+        keys = list(handle.keys())
+      mapped = _mapped_tensors(path)
+      for key in keys:
+        if key in weights:
+          raise CheckpointError(f"{path}: tensor {key!r} appears in more than one shard")
+        weights[key] = mapped[key] if key in mapped else _read_one(path, key)
     except (SafetensorError, OSError, ValueError) as err:
       if isinstance(err, CheckpointError):
         raise
       raise CheckpointError(f"cannot read {path} as safetensors: {err}") from err
   return weights
+
+
+# safetensors dtype names -> numpy, for the memory-mapped read (others go through safetensors).
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                       "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}  # fmt: skip
+
+
+def _mapped_tensors(path: Path) -> dict[str, np.ndarray]:
+  """Read-only views into a memory map of a safetensors file (already validated by ``safe_open``):
+  an 8-byte little-endian header length, the JSON header, then the tensors' bytes."""
+  import ml_dtypes
+
+  dtypes = dict(_SAFETENSORS_DTYPES, BF16=ml_dtypes.bfloat16)
+  with path.open("rb") as handle:
+    length = int.from_bytes(handle.read(8), "little")
+    header = json.loads(handle.read(length))
+  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + length) if path.stat().st_size > 8 + length else None
+  tensors = {}
+  for key, info in header.items():
+    if key == "__metadata__" or info.get("dtype") not in dtypes:
+      continue
+    begin, end = info["data_offsets"]
+    raw = data[begin:end] if data is not None else np.zeros(0, np.uint8)
+    tensors[key] = raw.view(dtypes[info["dtype"]]).reshape(info["shape"])
+  return tensors
+
+
+def _read_one(path: Path, key: str) -> np.ndarray:
+  """One tensor through safetensors itself (a dtype the memory-mapped read does not know)."""
+  from safetensors import safe_open
+
+  with safe_open(str(path), framework="numpy") as handle:
+    try:
+      return handle.get_tensor(key)
+    except TypeError:  # numpy has no such dtype: read it through the flax (jax) view
+      return _read_as_jax(path, key)
 
 
 def _read_as_jax(path: Path, key: str) -> np.ndarray:
