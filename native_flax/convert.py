@@ -18,6 +18,9 @@ For a doc generator: iterate :data:`LAYOUT_RULES` (``name``, ``torch_pattern``, 
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
+
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -205,8 +208,9 @@ def load_into(
   by_path = {m.nnx_path: m for m in mappings}
 
   graphdef, state = nnx.split(module)
-  leaves = []
-  for path, variable in nnx.to_flat_state(state):
+
+  def place(item):
+    path, variable = item
     mapping = by_path.get(tuple(path))
     if mapping is not None:
       leaf_dtype = np.dtype(target if target is not None else variable.get_value().dtype)
@@ -215,7 +219,11 @@ def load_into(
       # faster than numpy's ascontiguousarray).
       array = mapping.rule.to_nnx(host[mapping.torch_key]).astype(leaf_dtype, copy=False)
       variable = variable.replace(value=jax.device_put(array))
-    leaves.append((path, variable))
+    return path, variable
+
+  # The copies release the GIL: every core lays out and places tensors at once.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+    leaves = list(pool.map(place, nnx.to_flat_state(state)))
   return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 

@@ -142,10 +142,10 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def read_weights(files: list[Path]) -> dict[str, np.ndarray]:
-  """All tensors of the files as numpy arrays (bfloat16 through ``ml_dtypes``), read-only.
+  """All tensors of the files as numpy arrays (bfloat16 through ``ml_dtypes``).
 
-  Memory-mapped, not copied: each array is a view of the file's pages, so the bytes are read once,
-  by whatever converts or places them (``safe_open`` validates each file first, as it always did).
+  Each file is read once, whole, and its tensors are views into that buffer: no copy per tensor
+  (``safe_open`` validates each file first, as it always did).
   """
   from safetensors import SafetensorError, safe_open
 
@@ -166,33 +166,43 @@ def read_weights(files: list[Path]) -> dict[str, np.ndarray]:
   return weights
 
 
-# safetensors dtype names -> numpy, for the memory-mapped read (others go through safetensors).
+# safetensors dtype names -> numpy, for the one-buffer read (others go through safetensors).
 _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
                        "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}  # fmt: skip
 
 
 def _mapped_tensors(path: Path) -> dict[str, np.ndarray]:
-  """Read-only views into a memory map of a safetensors file (already validated by ``safe_open``):
-  an 8-byte little-endian header length, the JSON header, then the tensors' bytes."""
+  """Views into one read of a safetensors file (already validated by ``safe_open``): an 8-byte
+  little-endian header length, the JSON header, then the tensors' bytes."""
   import ml_dtypes
 
   dtypes = dict(_SAFETENSORS_DTYPES, BF16=ml_dtypes.bfloat16)
   with path.open("rb") as handle:
     length = int.from_bytes(handle.read(8), "little")
     header = json.loads(handle.read(length))
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + length) if path.stat().st_size > 8 + length else None
+  # Read whole into memory this process owns, not memory-mapped: on CPU, device_put may keep an
+  # aligned array without copying it, and arrays aliasing a mapped file would change (or fault) when
+  # the file is rewritten in place.
+  with path.open("rb", buffering=0) as handle:
+    handle.seek(8 + length)
+    data = np.empty(path.stat().st_size - 8 - length, np.uint8)
+    view, done = memoryview(data), 0
+    while done < len(data):  # readinto may return less than asked (large reads)
+      got = handle.readinto(view[done:])
+      if not got:
+        raise CheckpointError(f"{path}: file ended after {done} of {len(data)} tensor bytes")
+      done += got
   tensors = {}
   for key, info in header.items():
     if key == "__metadata__" or info.get("dtype") not in dtypes:
       continue
     begin, end = info["data_offsets"]
-    raw = data[begin:end] if data is not None else np.zeros(0, np.uint8)
-    tensors[key] = raw.view(dtypes[info["dtype"]]).reshape(info["shape"])
+    tensors[key] = data[begin:end].view(dtypes[info["dtype"]]).reshape(info["shape"])
   return tensors
 
 
 def _read_one(path: Path, key: str) -> np.ndarray:
-  """One tensor through safetensors itself (a dtype the memory-mapped read does not know)."""
+  """One tensor through safetensors itself (a dtype the one-buffer read does not know)."""
   from safetensors import safe_open
 
   with safe_open(str(path), framework="numpy") as handle:
