@@ -499,16 +499,14 @@ def weights_yardstick(model: str, device) -> dict[str, float]:
   import jax
   import numpy as np
 
-  from torchax_vae.core.checkpoint import resolve_checkpoint_dir, weight_files
+  from torchax_vae.core.checkpoint import read_into, resolve_checkpoint_dir, weight_files
 
   files = weight_files(resolve_checkpoint_dir(model))
   start = time.perf_counter()
   data = np.empty(sum(path.stat().st_size for path in files), np.uint8)
   view, done = memoryview(data), 0
-  for path in files:  # each file's bytes into one buffer, one read call per file where the OS allows
-    with path.open("rb", buffering=0) as handle:
-      while got := handle.readinto(view[done:]):
-        done += got
+  for path in files:  # each file's bytes into one buffer, as the loader reads them
+    done += read_into(path, view[done:])
   read_s = time.perf_counter() - start
   start = time.perf_counter()
   jax.device_put(data, device).block_until_ready()

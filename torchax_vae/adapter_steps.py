@@ -142,7 +142,9 @@ class TorchSide:
     return self._build()[0]
 
   def expected_shapes(self) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in self.module.state_dict().items()}
+    from .backend import expected_shapes
+
+    return expected_shapes(self.module)
 
   def decode_step(self, params, z, conv_cache):
     return self._build()[1].decode_step(params, z, conv_cache)

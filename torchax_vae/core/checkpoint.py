@@ -154,7 +154,7 @@ def read_weights(files: list[Path]) -> dict[str, np.ndarray]:
     try:
       with safe_open(str(path), framework="numpy") as handle:
         keys = list(handle.keys())
-      mapped = _mapped_tensors(path)
+      mapped = _tensors_in_one_read(path)
       for key in keys:
         if key in weights:
           raise CheckpointError(f"{path}: tensor {key!r} appears in more than one shard")
@@ -171,7 +171,7 @@ _SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, 
                        "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}  # fmt: skip
 
 
-def _mapped_tensors(path: Path) -> dict[str, np.ndarray]:
+def _tensors_in_one_read(path: Path) -> dict[str, np.ndarray]:
   """Views into one read of a safetensors file (already validated by ``safe_open``): an 8-byte
   little-endian header length, the JSON header, then the tensors' bytes."""
   import ml_dtypes
@@ -183,15 +183,10 @@ def _mapped_tensors(path: Path) -> dict[str, np.ndarray]:
   # Read whole into memory this process owns, not memory-mapped: on CPU, device_put may keep an
   # aligned array without copying it, and arrays aliasing a mapped file would change (or fault) when
   # the file is rewritten in place.
-  with path.open("rb", buffering=0) as handle:
-    handle.seek(8 + length)
-    data = np.empty(path.stat().st_size - 8 - length, np.uint8)
-    view, done = memoryview(data), 0
-    while done < len(data):  # readinto may return less than asked (large reads)
-      got = handle.readinto(view[done:])
-      if not got:
-        raise CheckpointError(f"{path}: file ended after {done} of {len(data)} tensor bytes")
-      done += got
+  data = np.empty(path.stat().st_size - 8 - length, np.uint8)
+  done = read_into(path, memoryview(data), offset=8 + length)
+  if done < len(data):
+    raise CheckpointError(f"{path}: file ended after {done} of {len(data)} tensor bytes")
   tensors = {}
   for key, info in header.items():
     if key == "__metadata__" or info.get("dtype") not in dtypes:
@@ -199,6 +194,17 @@ def _mapped_tensors(path: Path) -> dict[str, np.ndarray]:
     begin, end = info["data_offsets"]
     tensors[key] = data[begin:end].view(dtypes[info["dtype"]]).reshape(info["shape"])
   return tensors
+
+
+def read_into(path: Path, view: memoryview, offset: int = 0) -> int:
+  """Reads ``path`` from ``offset`` into ``view`` (unbuffered, as few calls as the OS allows) until
+  the view is full or the file ends; returns the bytes read."""
+  done = 0
+  with path.open("rb", buffering=0) as handle:
+    handle.seek(offset)
+    while done < len(view) and (got := handle.readinto(view[done:])):  # may return less than asked
+      done += got
+  return done
 
 
 def _read_one(path: Path, key: str) -> np.ndarray:
