@@ -1,5 +1,8 @@
-"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4 [--model HUB_ID_OR_DIR]``, and
-``python -m torchax_vae precompile --latent B,C,T,H,W [--model ...]`` (build the programs ahead of serving).
+"""Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4 [--model HUB_ID_OR_DIR]``,
+``python -m torchax_vae precompile --latent B,C,T,H,W [--model ...]`` (build the programs ahead of serving),
+and the dataset jobs (:mod:`torchax_vae.jobs`): ``python -m torchax_vae encode VIDEOS... -o OUT_DIR``
+(videos -> latent files) and ``python -m torchax_vae decode LATENTS... -o OUT_DIR`` (latent files -> MP4s),
+resumable, with a manifest, over every device of every host.
 
 LATENTS is a ``.safetensors``, ``.npy`` or ``.pt`` file holding what the model's pipeline returns
 with ``output_type="latent"``: ``(B, T, C, H, W)`` from ``CogVideoXPipeline``, ``(B, C, T, H, W)`` from
@@ -35,9 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     description="Decode CogVideoX or Wan pipeline latents (.safetensors/.npy/.pt) to MP4, as diffusers' pipeline does.",
   )
   decode.add_argument(
-    "latents", type=Path, help="a .safetensors, .npy or .pt file: (B, T, C, H, W) for CogVideoX, (B, C, T, H, W) for Wan"
+    "latents",
+    type=Path,
+    nargs="+",
+    metavar="LATENTS",
+    help="a .safetensors, .npy or .pt file: (B, T, C, H, W) for CogVideoX, (B, C, T, H, W) for Wan; for a job "
+    "(-o OUT_DIR): files, directories (recursively) and .txt/.jsonl lists, an encode job's manifest among them",
   )
-  decode.add_argument("-o", "--output", type=Path, required=True, help="OUT.mp4 (OUT-0.mp4, OUT-1.mp4, … for B > 1)")
+  decode.add_argument(
+    "-o",
+    "--output",
+    type=Path,
+    required=True,
+    help="OUT.mp4 (OUT-0.mp4, OUT-1.mp4, … for B > 1); or a directory OUT_DIR: a job, one MP4 per latent file "
+    "(PNG for an image VAE), named after it, with OUT_DIR/manifest.jsonl; a re-run redoes only what is missing",
+  )
   add_model_arguments(decode)
   decode.add_argument("--fps", type=float, default=8, help="frames per second of the MP4 (default: %(default)s)")
   decode.add_argument(
@@ -62,16 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
     help="classes without an adapter: the latents are the VAE's own input (no scaling_factor/shift_factor)",
   )
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
-  dist = decode.add_argument_group("multi-host (jax.distributed.initialize)")
-  dist.add_argument(
-    "--distributed",
-    action="store_true",
-    help="initialize JAX's multi-controller runtime (auto-detected on TPU pods, Slurm, …; or the flags below)",
-  )
-  dist.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0")
-  dist.add_argument("--num-processes", type=int, default=None)
-  dist.add_argument("--process-id", type=int, default=None)
+  add_job_arguments(decode, "latent files decoded together (of one shape)")
+  add_distributed_arguments(decode)
   decode.set_defaults(run=run_decode)
+
+  encode = commands.add_parser(
+    "encode",
+    help="videos -> latent files (a dataset job)",
+    description="Encode videos to latents, one .safetensors per video (named after it, keeping the inputs' "
+    "subdirectories), in the model's pipeline layout and scaling, with metadata; OUT_DIR/manifest.jsonl says "
+    "what was done or failed and why. Exactly once: a re-run (after a kill, too) redoes only what is missing. "
+    "Exit 1 when an input failed.",
+  )
+  encode.add_argument(
+    "inputs", type=Path, nargs="+", metavar="INPUT", help="video files, directories (recursively), .txt/.jsonl lists"
+  )
+  encode.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR", help="directory of the latent files")
+  add_model_arguments(encode)
+  encode.add_argument("--size", default=None, metavar="H,W", help="resize the short side to cover H,W and centre-crop (default: as recorded)")
+  encode.add_argument(
+    "--frames", type=int, default=None, help="frames per video, 1 + 4k (default: the most each video allows); fewer fail"
+  )
+  encode.add_argument("--fps", type=float, default=None, help="sample frames at this rate (default: consecutive frames)")
+  encode.add_argument(
+    "--sample", type=int, default=None, metavar="SEED", help="a posterior sample keyed by SEED and the item (default: the mode)"
+  )
+  encode.add_argument("--no-progress", action="store_true", help="no progress bar")
+  add_job_arguments(encode, "videos encoded together (of one shape)")
+  add_distributed_arguments(encode)
+  encode.set_defaults(run=run_encode)
 
   precompile = commands.add_parser(
     "precompile",
@@ -111,6 +145,27 @@ def add_model_arguments(command: argparse.ArgumentParser) -> None:
   command.add_argument("--cache-dir", default=None, help="compilation cache dir ('off' to disable)")
 
 
+def add_job_arguments(command: argparse.ArgumentParser, batch_help: str) -> None:
+  command.add_argument("--batch", type=int, default=1, help=f"{batch_help}; batch over the mesh's dp (default: %(default)s)")
+  command.add_argument("--readers", type=int, default=None, help="reader threads (default: min(4, cores))")
+
+
+def add_distributed_arguments(command: argparse.ArgumentParser) -> None:
+  dist = command.add_argument_group(
+    "multi-host (jax.distributed.initialize)",
+    "a job (encode, decode -o OUT_DIR) splits its inputs by process index, each process on its own devices; "
+    "a single decode spans every host's devices",
+  )
+  dist.add_argument(
+    "--distributed",
+    action="store_true",
+    help="initialize JAX's multi-controller runtime (auto-detected on TPU pods, Slurm, …; or the flags below)",
+  )
+  dist.add_argument("--coordinator-address", default=None, help="HOST:PORT of process 0")
+  dist.add_argument("--num-processes", type=int, default=None)
+  dist.add_argument("--process-id", type=int, default=None)
+
+
 class UsageError(ValueError):
   """A command-line value that cannot be used (exit 2, nothing done)."""
 
@@ -121,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
   from .core.checkpoint import CheckpointError
   from .core.errors import InputError
   from .core.mesh import MeshError
+  from .jobs import JobInputError
   from .pipeline import LatentsError, OutputPathError
 
   try:
     return args.run(args)
-  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError) as err:
+  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError, JobInputError) as err:
     print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -151,11 +207,17 @@ def _cache_dir(args: argparse.Namespace):
   return False if args.cache_dir is not None and args.cache_dir.strip().lower() in ("off", "none") else args.cache_dir
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, mesh=None):
   """The runner ``--path``, ``--model`` and the shared model arguments describe, tiled with ``--tiled``
-  (diffusers' ``enable_tiling()`` defaults; for a class without an adapter, its own)."""
+  (diffusers' ``enable_tiling()`` defaults; for a class without an adapter, its own). ``mesh``: a
+  built mesh instead of ``--mesh``."""
   runner = _loader(args.path)(
-    args.model, subfolder=args.subfolder, dtype=args.dtype, mesh=args.mesh, cache_dir=_cache_dir(args), revision=args.revision
+    args.model,
+    subfolder=args.subfolder,
+    dtype=args.dtype,
+    mesh=args.mesh if mesh is None else mesh,
+    cache_dir=_cache_dir(args),
+    revision=args.revision,
   )
   if args.tiled:
     runner.enable_tiling()
@@ -172,8 +234,19 @@ def _loader(path: str):
   return torchax_vae.load
 
 
+def _is_job(args: argparse.Namespace) -> bool:
+  """``decode`` as a job: ``-o`` names a directory (no suffix), not an ``.mp4``/``.png`` file."""
+  return args.output.suffix == ""
+
+
 def run_decode(args: argparse.Namespace) -> int:
   start = time.perf_counter()
+  if _is_job(args):
+    return run_decode_job(args, start)
+  if len(args.latents) != 1:
+    raise UsageError(f"-o {args.output}: one output file takes one LATENTS file; for several, give a directory (-o OUT_DIR)")
+  if args.latents[0].is_dir():
+    raise UsageError(f"{args.latents[0]}: a directory of latent files decodes as a job: give -o OUT_DIR")
   if args.distributed or args.coordinator_address:
     _initialize_distributed(args)  # before anything else touches JAX's backends
   import jax
@@ -183,7 +256,7 @@ def run_decode(args: argparse.Namespace) -> int:
 
   lead = jax.process_index() == 0  # under multi-host, only process 0 writes files and prints
 
-  latents = pipeline.load_latents(args.latents, key=args.key)
+  latents = pipeline.load_latents(args.latents[0], key=args.key)
   from .core.checkpoint import CheckpointError
   from .core.loading import generic_class_name
 
@@ -284,6 +357,89 @@ def _run_generic_decode(args: argparse.Namespace, latents, class_name: str, star
       f"{mesh_lib.describe(runner.mesh)}) -> {', '.join(str(p) for p in paths)}"
     )
   return 0
+
+
+def _job_start(args: argparse.Namespace, suffixes: tuple[str, ...]):
+  """What both jobs do first: the inputs (checked before anything else), the multi-controller runtime,
+  the runner on this process's own devices, and the checkpoint's identity for the job keys."""
+  from . import jobs
+
+  if args.batch < 1:
+    raise UsageError(f"--batch {args.batch}: expected a positive number of items")
+  if args.readers is not None and args.readers < 1:
+    raise UsageError(f"--readers {args.readers}: expected a positive number of threads")
+  if args.output.exists() and not args.output.is_dir():
+    raise UsageError(f"-o {args.output}: expected a directory for the outputs, got a file")
+  items = jobs.collect_inputs(args.inputs, suffixes)
+  if not items:
+    raise UsageError(f"no inputs ending in {', '.join(suffixes)} in {', '.join(map(str, args.inputs))}")
+  if args.distributed or args.coordinator_address:
+    _initialize_distributed(args)
+  import jax
+
+  from .core import mesh as mesh_lib
+
+  # Each process runs its own share on its own devices: a mesh over the local ones only.
+  mesh = mesh_lib.make_mesh(args.mesh, devices=jax.local_devices()) if args.mesh else None
+  directory = _directory(args)
+  return items, directory, jobs.model_identity(directory), mesh
+
+
+def run_encode(args: argparse.Namespace) -> int:
+  from . import jobs
+  from .core.loading import generic_class_name
+
+  items, directory, identity, mesh = _job_start(args, jobs.VIDEO_SUFFIXES)
+  if generic_class_name(directory) is not None:
+    raise UsageError(
+      f"encode: {generic_class_name(directory)} runs through the generic path, which knows neither its frame rule "
+      "nor its pipelines' latent scaling; the encode job takes the video VAEs with an adapter "
+      "(AutoencoderKLCogVideoX, AutoencoderKLWan)"
+    )
+  adapter = _adapter(args)
+  settings = jobs.EncodeSettings(
+    size=_size(args.size), frames=args.frames, fps=args.fps, sample_seed=args.sample
+  )
+  jobs.check_encode_settings(adapter, settings)  # before any weights are read
+  runner = _load(args, mesh)
+  summary = jobs.encode_job(
+    runner, items, args.output, settings, model=identity, batch=args.batch, readers=args.readers,
+    progress=not args.no_progress,
+  )  # fmt: skip
+  print(summary.describe())
+  return 1 if summary.failed else 0
+
+
+def run_decode_job(args: argparse.Namespace, start: float) -> int:
+  from . import jobs, pipeline
+
+  args.inputs = args.latents
+  items, directory, identity, mesh = _job_start(args, pipeline.LATENT_SUFFIXES)
+  runner = _load(args, mesh)
+  settings = jobs.DecodeSettings(
+    layout=args.layout, key=args.key, scaling_factor=args.scaling_factor, raw=args.raw, fps=args.fps, quality=args.quality
+  )
+  adapter = getattr(runner, "adapter", None)
+  if args.raw and adapter is not None:
+    raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
+  if args.scaling_factor is not None and adapter is not None and not adapter.scales_by_factor:
+    raise UsageError(f"--scaling-factor: {adapter.class_name}'s pipelines do not scale latents by a factor; leave it unset")
+  summary = jobs.decode_job(
+    runner, items, args.output, settings, model=identity, batch=args.batch, readers=args.readers,
+    progress=not args.no_progress,
+  )  # fmt: skip
+  print(summary.describe())
+  return 1 if summary.failed else 0
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+  if text is None:
+    return None
+  try:
+    h, w = (int(v) for v in text.split(","))
+  except ValueError:
+    raise UsageError(f"--size {text!r}: expected two integers H,W, e.g. 480,720") from None
+  return h, w
 
 
 def _directory(args: argparse.Namespace):

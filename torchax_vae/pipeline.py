@@ -302,35 +302,43 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, *, fps: float = 8, qu
   ``export_to_video`` default). The file is written under a temporary name in the same directory and
   renamed at the end, so a failed write leaves no partial MP4.
   """
-  try:
-    import imageio_ffmpeg
-  except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError("writing MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg") from err
   path = Path(path)
-  frames = np.asarray(frames)
-  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-    raise ValueError(f"frames: expected (F, H, W, 3) uint8, got {frames.dtype} {tuple(frames.shape)}")
-  height, width = frames.shape[1:3]
   tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
   try:
-    writer = imageio_ffmpeg.write_frames(
-      str(tmp),
-      (width, height),
-      fps=fps,
-      quality=quality,
-      macro_block_size=2,  # yuv420p needs even sizes; the VAE's outputs always are (no rescale then)
-      output_params=["-f", "mp4"],  # the temporary name has no .mp4 suffix to infer it from
-      ffmpeg_log_level="error",
-    )
-    writer.send(None)
-    for frame in frames:
-      writer.send(np.ascontiguousarray(frame))
-    writer.close()
+    write_mp4_file(frames, tmp, fps=fps, quality=quality)
     os.replace(tmp, path)
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise
   return path
+
+
+def write_mp4_file(
+  frames: np.ndarray, path: str | os.PathLike, *, fps: float = 8, quality: float = 5, metadata: dict[str, str] | None = None
+) -> None:
+  """:func:`write_mp4` straight to ``path`` (MP4 whatever its suffix), with container ``metadata`` tags."""
+  try:
+    import imageio_ffmpeg
+  except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError("writing MP4 needs imageio-ffmpeg: pip install imageio-ffmpeg") from err
+  frames = np.asarray(frames)
+  if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    raise ValueError(f"frames: expected (F, H, W, 3) uint8, got {frames.dtype} {tuple(frames.shape)}")
+  height, width = frames.shape[1:3]
+  tags = [arg for name, value in (metadata or {}).items() for arg in ("-metadata", f"{name}={value}")]
+  writer = imageio_ffmpeg.write_frames(
+    str(path),
+    (width, height),
+    fps=fps,
+    quality=quality,
+    macro_block_size=2,  # yuv420p needs even sizes; the VAE's outputs always are (no rescale then)
+    output_params=[*tags, "-f", "mp4"],  # a temporary name has no .mp4 suffix to infer it from
+    ffmpeg_log_level="error",
+  )
+  writer.send(None)
+  for frame in frames:
+    writer.send(np.ascontiguousarray(frame))
+  writer.close()
 
 
 def write_png(frame: np.ndarray, path: str | os.PathLike) -> Path:

@@ -176,6 +176,11 @@ class VideoVAE:
     """Frames a decode of ``num_latent_frames`` returns."""
     raise NotImplementedError
 
+  def encodable_num_frames(self, num_frames: int) -> int:
+    """The most frames, at most ``num_frames``, that encode with none dropped and decode back to as
+    many (``1 + 4k`` for CogVideoX and Wan: 49 -> 13 latent frames -> 49); 0 when none do."""
+    raise NotImplementedError
+
   def decoded_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The video ``(B, 3, F, H * s, W * s)`` an untiled decode of latents ``(B, C, T, H, W)`` returns."""
     b, _, t, h, w = latent_shape
@@ -227,6 +232,13 @@ class VideoVAE:
 
   def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
     """How :meth:`latents_for_decode` scales, in a few words (for messages)."""
+    raise NotImplementedError
+
+  def latents_from_encode(self, latents: jax.Array) -> jax.Array:
+    """The inverse of :meth:`latents_for_decode` on ``vae.encode``'s latents ``(B, C, T, H, W)``: the
+    diffusion model's latents in the pipeline's layout, as the model's training scripts cache them
+    (and its image-to-video pipelines condition on them), so that :meth:`latents_for_decode` of the
+    result is ``latents`` again."""
     raise NotImplementedError
 
 

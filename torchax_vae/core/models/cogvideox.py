@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CheckpointError
@@ -166,6 +167,12 @@ class CogVideoX(VideoVAE):
   def decoded_num_frames(self, num_latent_frames: int) -> int:
     return decoded_num_frames(num_latent_frames, self.config)
 
+  def encodable_num_frames(self, num_frames: int) -> int:
+    # 1 + r*k with r the encoder's time compression: diffusers halves time in the first
+    # log2(ratio) down blocks that have a downsampler (4 for every released config: 49 -> 13 -> 49).
+    r = 2 ** min(int(np.log2(self.config.temporal_compression_ratio)), len(self.config.block_out_channels) - 1)
+    return 0 if num_frames < 1 else 1 + r * ((num_frames - 1) // r)
+
   def default_tiling(self) -> CogVideoXTiling:
     return CogVideoXTiling.default(self.config)
 
@@ -186,3 +193,10 @@ class CogVideoX(VideoVAE):
 
   def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
     return f"1/{self.config.scaling_factor if scaling_factor is None else scaling_factor:g}"
+
+  def latents_from_encode(self, latents: jax.Array) -> jax.Array:
+    """``latent_dist.sample() * scaling_factor``, permuted to ``(B, T, C, H, W)``, as diffusers'
+    ``examples/cogvideo/train_cogvideox_lora.py`` caches them and ``CogVideoXImageToVideoPipeline``
+    scales its image latents (CogVideoX 1.5's ``invert_scale_latents`` flips only that pipeline's
+    image conditioning, not what ``decode_latents`` undoes)."""
+    return jnp.swapaxes(latents * float(self.config.scaling_factor), 1, 2)

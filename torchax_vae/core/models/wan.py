@@ -220,12 +220,7 @@ class Wan(VideoVAE):
         f"scaling_factor: {self.class_name}'s pipelines de-normalise latents with the VAE config's "
         "latents_mean/latents_std, not a scaling factor; leave it unset"
       )
-    mean, std = self.config.latents_mean, self.config.latents_std
-    if len(mean) != self.latent_channels or len(std) != self.latent_channels:
-      raise CheckpointError(
-        f"the VAE config has {len(mean)} latents_mean and {len(std)} latents_std values for z_dim="
-        f"{self.latent_channels} channels; its pipelines cannot de-normalise latents with it"
-      )
+    mean, std = self._latent_statistics()
     # WanPipeline: `latents.to(dtype=self.vae.dtype)`; `latents_mean = torch.tensor(mean).view(...).to(
     # latents.dtype)`; `latents_std = 1.0 / torch.tensor(std).view(...).to(latents.dtype)` — the
     # reciprocal of the std already cast (`.to` binds before `/`), in that dtype; then
@@ -242,7 +237,35 @@ class Wan(VideoVAE):
   def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
     return "* latents_std + latents_mean"
 
+  def encodable_num_frames(self, num_frames: int) -> int:
+    # diffusers' encode takes frame 0, then 4 frames a step, and drops what is left over.
+    return 0 if num_frames < 1 else 1 + SAMPLE_FRAMES_PER_STEP * ((num_frames - 1) // SAMPLE_FRAMES_PER_STEP)
+
+  def latents_from_encode(self, latents: jax.Array) -> jax.Array:
+    """``(z - latents_mean) * latents_std`` with ``latents_std = 1 / std`` (cast first, as the
+    pipelines build it), as ``WanImageToVideoPipeline.prepare_latents`` normalises its condition
+    latents and Wan trainers cache them; the layout stays ``(B, C, T, H, W)``."""
+    mean, std = self._latent_statistics()
+    shape = (1, self.latent_channels, 1, 1, 1)
+    as_latents = lambda values: jnp.asarray(np.asarray(values, np.float32).reshape(shape)).astype(latents.dtype)  # noqa: E731
+    return _normalize(latents, jnp.broadcast_to(1.0 / as_latents(std), latents.shape), as_latents(mean))
+
+  def _latent_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The config's ``latents_mean``, ``latents_std``; :class:`CheckpointError` unless one per channel."""
+    mean, std = self.config.latents_mean, self.config.latents_std
+    if len(mean) != self.latent_channels or len(std) != self.latent_channels:
+      raise CheckpointError(
+        f"the VAE config has {len(mean)} latents_mean and {len(std)} latents_std values for z_dim="
+        f"{self.latent_channels} channels; its pipelines cannot (de-)normalise latents with it"
+      )
+    return mean, std
+
 
 @jax.jit
 def _denormalize(latents: jax.Array, inverse_std: jax.Array, mean: jax.Array) -> jax.Array:
   return latents / inverse_std + mean
+
+
+@jax.jit
+def _normalize(latents: jax.Array, inverse_std: jax.Array, mean: jax.Array) -> jax.Array:
+  return (latents - mean) * inverse_std
