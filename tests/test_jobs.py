@@ -149,10 +149,11 @@ def test_without_frames_takes_the_longest_valid_count_and_keyed_samples_ignore_b
   assert not np.allclose(a, np.asarray(runner.adapter.latents_from_encode(runner.encode(video))), atol=1e-3)
 
 
-def test_decode_job_makes_the_single_decodes_videos_and_resumes(tiny_dir, tmp_path):
+def test_decode_job_makes_the_single_decodes_videos_and_resumes(tiny_dir, tmp_path, monkeypatch):
   """latent files (a batch of 2 among them, one of the wrong channels) -> one MP4 per item, frames as
-  the single-file ``decode`` makes them; an encode job's manifest as input; a re-run redoes nothing."""
-  from torchax_vae import cli, pipeline
+  the single-file ``decode`` makes them; a re-run redoes nothing, trusting the manifest's record of
+  each output (no MP4 read back) and, for a file touched since, the key in the MP4's own tag."""
+  from torchax_vae import cli, jobs, pipeline
 
   from helpers import randn
 
@@ -174,10 +175,18 @@ def test_decode_job_makes_the_single_decodes_videos_and_resumes(tiny_dir, tmp_pa
     reference = single if item is None else single.with_name(f"{name}-{item}.mp4")
     made = out / (f"{name}.mp4" if item is None else f"{name}-{item}.mp4")
     assert np.array_equal(pipeline.read_mp4(made), pipeline.read_mp4(reference))
+  read_back = jobs._mp4_comment
+  monkeypatch.setattr(jobs, "_mp4_comment", lambda path: pytest.fail(f"{path} read back although the manifest vouched for it"))
   stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
   assert cli.main(["decode", str(latents), "-o", str(out), *map(str, args)]) == 1  # wrong.npy fails again
   assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == stamps  # nothing redone
   assert manifest(out)["x.npy"].get("reused") is True
+  os.utime(out / "x.mp4", ns=(stamps[out / "x.mp4"] - 10**9,) * 2)  # no longer the file the manifest recorded
+  calls = []
+  monkeypatch.setattr(jobs, "_mp4_comment", lambda path: calls.append(path.name) or read_back(path))
+  stamps[out / "x.mp4"] -= 10**9
+  assert cli.main(["decode", str(latents), "-o", str(out), *map(str, args)]) == 1
+  assert calls == ["x.mp4"] and {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == stamps  # its tag still matched
 
 
 @pytest.mark.parametrize(

@@ -256,7 +256,26 @@ class Manifest:
     name = "manifest.jsonl" if process_count == 1 else f"manifest.{process_index}-of-{process_count}.jsonl"
     self.path = out_dir / name
     self._lock = threading.Lock()
+    self.previous = _last_lines(self.path)  # source -> its last line of earlier runs
     self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+  def vouches(self, item: Item, key: str, paths: list[Path]) -> bool:
+    """Whether an earlier run's line says these outputs were made with ``key`` and each file is still
+    the one it wrote (size and mtime): a re-run then skips reading each output's key back (for an MP4,
+    one ffmpeg call)."""
+    entry = self.previous.get(str(item.source))
+    if not entry or entry.get("status") != "done" or entry.get("key") != key:
+      return False
+    files = entry.get("files") or {}
+    for path in paths:
+      recorded = files.get(path.name)
+      try:
+        stat = path.stat()
+      except OSError:
+        return False
+      if recorded != [stat.st_size, stat.st_mtime_ns]:
+        return False
+    return True
 
   def record(self, item: Item, status: str, output: Path | None = None, **fields: Any) -> dict[str, Any]:
     entry = {"source": str(item.source), "output": output.as_posix() if output else None, "status": status, **fields}
@@ -269,13 +288,27 @@ class Manifest:
   def close(self) -> None:
     with self._lock:
       self._file.close()
-      latest: dict[str, str] = {}
-      for line in self.path.read_text(encoding="utf-8").splitlines():
-        try:
-          latest[json.loads(line)["source"]] = line
-        except (json.JSONDecodeError, KeyError, TypeError):
-          continue  # a line a killed run left half-written
-      write_atomically(self.path, lambda tmp: tmp.write_text("".join(f"{v}\n" for v in latest.values()), encoding="utf-8"))
+      latest = _last_lines(self.path)
+      text = "".join(json.dumps(entry) + "\n" for entry in latest.values())
+      write_atomically(self.path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _last_lines(path: Path) -> dict[str, dict[str, Any]]:
+  """A manifest's last line per source (lines a killed run left half-written are skipped)."""
+  latest: dict[str, dict[str, Any]] = {}
+  if path.is_file():
+    for line in path.read_text(encoding="utf-8").splitlines():
+      try:
+        entry = json.loads(line)
+        latest[entry["source"]] = entry
+      except (json.JSONDecodeError, KeyError, TypeError):
+        continue
+  return latest
+
+
+def _file_stats(paths: list[Path]) -> dict[str, list[int]]:
+  """``{file name: [size, mtime_ns]}`` of an item's outputs, recorded with its manifest line."""
+  return {path.name: [path.stat().st_size, path.stat().st_mtime_ns] for path in paths}
 
 
 # --- reading ahead, writing behind ----------------------------------------------------------------
@@ -427,14 +460,20 @@ def _run_job(
 
   def complete(item: Item) -> bool:
     paths = expected_outputs(item)
-    return bool(paths) and item.index in keys and all(stored_job_key(p) == keys[item.index] for p in paths)
+    if not paths or item.index not in keys:
+      return False
+    key = keys[item.index]
+    return manifest.vouches(item, key, paths) or all(stored_job_key(p) == key for p in paths)
+
+  def reused(item: Item, paths: list[Path]) -> None:
+    manifest.record(item, "done", _relative(paths[0], out_dir), reused=True, key=keys[item.index], files=_file_stats(paths))
 
   todo = []
   for chunk in mine:
     finished = [complete(item) for item in chunk]
     if all(finished):
       for item in chunk:
-        manifest.record(item, "done", _relative(expected_outputs(item)[0], out_dir), reused=True)
+        reused(item, expected_outputs(item))
         summary.reused += 1
     else:
       todo.append((chunk, finished))
@@ -451,7 +490,7 @@ def _run_job(
     except Exception as err:
       fail(item, f"writing {paths[0]}: {type(err).__name__}: {_first_line(err)}")
       return
-    manifest.record(item, "done", _relative(paths[0], out_dir), frames=frames)
+    manifest.record(item, "done", _relative(paths[0], out_dir), frames=frames, key=keys[item.index], files=_file_stats(paths))
     with lock:
       summary.done += 1
       summary.frames += frames
@@ -494,7 +533,7 @@ def _run_job(
         for (item, value, done), result in zip(group, results):
           paths = plan.outputs(item, value)
           if done:  # complete from the earlier run: the same batch, so the same bits; not rewritten
-            manifest.record(item, "done", _relative(paths[0], out_dir), reused=True)
+            reused(item, paths)
             with lock:
               summary.reused += 1
               if bar is not None:
