@@ -242,7 +242,7 @@ def _is_job(args: argparse.Namespace) -> bool:
 def run_decode(args: argparse.Namespace) -> int:
   start = time.perf_counter()
   if _is_job(args):
-    return run_decode_job(args, start)
+    return run_decode_job(args)
   if len(args.latents) != 1:
     raise UsageError(f"-o {args.output}: one output file takes one LATENTS file; for several, give a directory (-o OUT_DIR)")
   if args.latents[0].is_dir():
@@ -316,32 +316,20 @@ def run_decode(args: argparse.Namespace) -> int:
 def _run_generic_decode(args: argparse.Namespace, latents, class_name: str, start: float, lead: bool) -> int:
   """A class without an adapter: latents (the VAE's own layout) scaled as image pipelines do (or
   ``--raw``), decoded through the generic path; 4-D latents make PNG images, 5-D ones MP4 videos."""
-  import jax
-  import numpy as np
-
   from . import pipeline
   from .core import mesh as mesh_lib
 
   if args.layout not in (None, pipeline.VAE_LAYOUT):
     raise UsageError(f"--layout {args.layout}: {class_name} has no adapter; pass latents in the VAE's own layout")
-  if latents.ndim not in (4, 5):
-    raise pipeline.LatentsError(
-      f"latents: {class_name} decodes to files from 4-D (B, C, H, W: images) or 5-D (B, C, T, H, W: videos) latents, "
-      f"got shape {tuple(latents.shape)}"
-    )
-  if not np.issubdtype(latents.dtype, np.floating) and latents.dtype.name != "bfloat16":
-    raise pipeline.LatentsError(f"latents: expected a floating dtype, got {latents.dtype}")
+  pipeline.check_generic_latents(latents, class_name)
   image = latents.ndim == 4
   paths = pipeline.output_paths(args.output, latents.shape[0], ".png" if image else ".mp4")
   if lead:
     pipeline.check_writable(paths)
   runner = _load(args)
   loaded = time.perf_counter()
-  z = latents if args.raw else pipeline.generic_latents_for_decode(latents.astype(np.float32), runner.config, args.scaling_factor)
-  video = runner.decode(jax.numpy.asarray(z), progress=lead and not args.no_progress)
-  if video.ndim != latents.ndim or video.shape[1] != 3:
-    raise pipeline.LatentsError(f"{class_name}.decode returned shape {tuple(video.shape)}: not (B, 3, …) images or videos")
-  frames = np.asarray(pipeline.uint8_frames(video[:, :, None] if image else video))  # (B, F, H, W, 3)
+  progress = lead and not args.no_progress
+  frames = pipeline.generic_uint8_frames(runner, latents, raw=args.raw, scaling_factor=args.scaling_factor, progress=progress)
   decoded = time.perf_counter()
   if lead:
     for item, path in zip(frames, paths):
@@ -390,41 +378,41 @@ def run_encode(args: argparse.Namespace) -> int:
   from .core.loading import generic_class_name
 
   items, directory, identity, mesh = _job_start(args, jobs.VIDEO_SUFFIXES)
-  if generic_class_name(directory) is not None:
+  class_name = generic_class_name(directory)
+  if class_name is not None:
     raise UsageError(
-      f"encode: {generic_class_name(directory)} runs through the generic path, which knows neither its frame rule "
+      f"encode: {class_name} runs through the generic path, which knows neither its frame rule "
       "nor its pipelines' latent scaling; the encode job takes the video VAEs with an adapter "
       "(AutoencoderKLCogVideoX, AutoencoderKLWan)"
     )
-  adapter = _adapter(args)
-  settings = jobs.EncodeSettings(
-    size=_size(args.size), frames=args.frames, fps=args.fps, sample_seed=args.sample
-  )
-  jobs.check_encode_settings(adapter, settings)  # before any weights are read
-  runner = _load(args, mesh)
-  summary = jobs.encode_job(
-    runner, items, args.output, settings, model=identity, batch=args.batch, readers=args.readers,
-    progress=not args.no_progress,
-  )  # fmt: skip
-  print(summary.describe())
-  return 1 if summary.failed else 0
+  settings = jobs.EncodeSettings(size=_size(args.size), frames=args.frames, fps=args.fps, sample_seed=args.sample)
+  jobs.check_encode_settings(_adapter(args), settings)  # before any weights are read
+  return _run_job_command(jobs.encode_job, args, items, settings, identity, mesh)
 
 
-def run_decode_job(args: argparse.Namespace, start: float) -> int:
+def run_decode_job(args: argparse.Namespace) -> int:
   from . import jobs, pipeline
+  from .core.loading import generic_class_name
 
   args.inputs = args.latents
   items, directory, identity, mesh = _job_start(args, pipeline.LATENT_SUFFIXES)
-  runner = _load(args, mesh)
+  if generic_class_name(directory) is None:  # checked on the config, before any weights are read
+    adapter = _adapter(args)
+    if args.raw:
+      raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
+    if args.scaling_factor is not None and not adapter.scales_by_factor:
+      raise UsageError(f"--scaling-factor: {adapter.class_name}'s pipelines do not scale latents by a factor; leave it unset")
   settings = jobs.DecodeSettings(
     layout=args.layout, key=args.key, scaling_factor=args.scaling_factor, raw=args.raw, fps=args.fps, quality=args.quality
   )
-  adapter = getattr(runner, "adapter", None)
-  if args.raw and adapter is not None:
-    raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
-  if args.scaling_factor is not None and adapter is not None and not adapter.scales_by_factor:
-    raise UsageError(f"--scaling-factor: {adapter.class_name}'s pipelines do not scale latents by a factor; leave it unset")
-  summary = jobs.decode_job(
+  return _run_job_command(jobs.decode_job, args, items, settings, identity, mesh)
+
+
+def _run_job_command(job, args: argparse.Namespace, items, settings, identity, mesh) -> int:
+  """Loads the runner, runs ``job`` (``jobs.encode_job`` / ``jobs.decode_job``), prints its summary;
+  exit 1 when an input failed."""
+  runner = _load(args, mesh)
+  summary = job(
     runner, items, args.output, settings, model=identity, batch=args.batch, readers=args.readers,
     progress=not args.no_progress,
   )  # fmt: skip

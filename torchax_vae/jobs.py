@@ -428,8 +428,9 @@ class _Plan:
   """What a job does per item: where it writes, what it reads, how a batch runs and what it writes."""
 
   kind: str
+  settings: dict[str, Any]  # what changes its outputs beyond the runner and the checkpoint (in every job key)
   outputs: Callable[[Item, Any], list[Path]]  # the item's output paths (its read value may refine them)
-  key: Callable[[Item], str]
+  expected: Callable[[Item], list[Path] | None]  # the outputs an earlier run made, before reading the item
   read: Callable[[Item], Any]
   shape_of: Callable[[Any], tuple]  # items of equal shape run as one batch
   run: Callable[[list[Any]], list[Any]]  # read values -> per-item results on the host
@@ -438,25 +439,34 @@ class _Plan:
 
 def _run_job(
   plan: _Plan,
+  runner: Any,
   items: list[Item],
   out_dir: Path,
   *,
+  model: dict[str, Any] | None,
   batch: int,
-  process_index: int,
-  process_count: int,
-  readers: int,
+  process_index: int | None,
+  process_count: int | None,
+  readers: int | None,
   ahead: int,
   writers: int,
   progress: bool,
-  expected_outputs: Callable[[Item], list[Path] | None],
 ) -> JobSummary:
+  """The job loop both jobs share (the arguments as :func:`encode_job` takes them)."""
+  process_index = jax.process_index() if process_index is None else process_index
+  process_count = jax.process_count() if process_count is None else process_count
+  key_settings = {
+    "job": plan.kind, "model": model or {}, "path": type(runner).__module__.split(".")[0],
+    "dtype": jnp.dtype(runner.compute_dtype).name, **plan.settings,
+  }  # fmt: skip
+  expected_outputs = plan.expected
   out_dir.mkdir(parents=True, exist_ok=True)
   summary = JobSummary(plan.kind)
   manifest = Manifest(out_dir, process_index, process_count)
   summary.manifest = str(manifest.path)
   mine = process_share(chunks(items, batch), process_index, process_count)
   summary.items = sum(map(len, mine))
-  keys = {item.index: plan.key(item) for chunk in mine for item in chunk if item.source.is_file()}
+  keys = {item.index: job_key(item.source, key_settings) for chunk in mine for item in chunk if item.source.is_file()}
 
   def complete(item: Item) -> bool:
     paths = expected_outputs(item)
@@ -506,7 +516,7 @@ def _run_job(
         bar.update(1)
 
   finished_in = {chunk[0].index: finished for chunk, finished in todo}
-  reader = Prefetcher([chunk for chunk, _ in todo], plan.read, workers=readers, ahead=ahead)
+  reader = Prefetcher([chunk for chunk, _ in todo], plan.read, workers=readers or _DEFAULT_THREADS, ahead=ahead)
   start = time.perf_counter()
   try:
     for chunk, values in reader:
@@ -550,6 +560,9 @@ def _run_job(
     if bar is not None:
       bar.close()
   return summary
+
+
+_DEFAULT_THREADS = min(4, os.cpu_count() or 1)  # readers; the decode job's MP4 writers
 
 
 def _relative(path: Path, out_dir: Path) -> Path:
@@ -724,13 +737,7 @@ def encode_job(
   adapter = runner.adapter
   check_encode_settings(adapter, settings)
   out_dir = Path(out_dir)
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
   dtype = jnp.dtype(runner.compute_dtype).name
-  key_settings = {
-    "job": "encode", "model": model or {}, "path": type(runner).__module__.split(".")[0], "dtype": dtype,
-    "size": settings.size, "frames": settings.frames, "fps": settings.fps, "sample_seed": settings.sample_seed,
-  }  # fmt: skip
 
   def run(values: list[tuple[np.ndarray, dict, Item]]) -> list[np.ndarray]:
     frames = np.stack([frames for frames, _, _ in values])  # (B, F, H, W, 3) uint8: a quarter of float32's bytes
@@ -761,27 +768,23 @@ def encode_job(
     _write_safetensors(paths[0], latents[None], {k: str(v) for k, v in metadata.items()})
     return int(frames.shape[0])
 
-  return _run_job(
-    _Plan(
-      "encode",
-      outputs=lambda item, _value: [out_dir / f"{item.name}.safetensors"],
-      key=lambda item: job_key(item.source, key_settings),
-      read=lambda item: (*read_video(item.source, settings, adapter), item),
-      shape_of=lambda value: value[0].shape,
-      run=run,
-      write=write,
-    ),
-    items,
-    out_dir,
-    batch=batch,
-    process_index=process_index,
-    process_count=process_count,
-    readers=readers or min(4, os.cpu_count() or 1),
-    ahead=ahead,
-    writers=writers,
-    progress=progress,
-    expected_outputs=lambda item: [out_dir / f"{item.name}.safetensors"],
+  def output(item: Item, _value: Any = None) -> list[Path]:
+    return [out_dir / f"{item.name}.safetensors"]
+
+  plan = _Plan(
+    "encode",
+    settings=dataclasses.asdict(settings),
+    outputs=output,
+    expected=output,
+    read=lambda item: (*read_video(item.source, settings, adapter), item),
+    shape_of=lambda value: value[0].shape,
+    run=run,
+    write=write,
   )
+  return _run_job(
+    plan, runner, items, out_dir, model=model, batch=batch, process_index=process_index, process_count=process_count,
+    readers=readers, ahead=ahead, writers=writers, progress=progress,
+  )  # fmt: skip
 
 
 def _write_safetensors(path: Path, array: np.ndarray, metadata: dict[str, str]) -> None:
@@ -844,13 +847,7 @@ def decode_job(
   from . import pipeline
 
   out_dir = Path(out_dir)
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
   adapter = getattr(runner, "adapter", None)
-  key_settings = {
-    "job": "decode", "model": model or {}, "path": type(runner).__module__.split(".")[0],
-    "dtype": jnp.dtype(runner.compute_dtype).name, **dataclasses.asdict(settings),
-  }  # fmt: skip
 
   def read(item: Item) -> tuple[np.ndarray, str]:
     try:
@@ -862,7 +859,7 @@ def decode_job(
       if adapter is not None:
         pipeline.check_latents(latents, layout, adapter.latent_channels, adapter.class_name)
       else:
-        _check_generic_latents(latents)
+        pipeline.check_generic_latents(latents, runner.class_name)
     except pipeline.LatentsError as err:
       raise ItemError(f"{item.source}: {err}") from None
     if not np.all(np.isfinite(latents.astype(np.float32))):
@@ -895,10 +892,9 @@ def decode_job(
           runner, latents, layout=layout, scaling_factor=settings.scaling_factor, check_finite=False, output_type="uint8"
         )  # (B, F, H, W, 3) uint8
       else:
-        z = latents if settings.raw else pipeline.generic_latents_for_decode(latents.astype(np.float32), runner.config, settings.scaling_factor)
-        video = runner.decode(jnp.asarray(z), check_finite=False)
-        image = latents.ndim == 4
-        frames = np.asarray(pipeline.uint8_frames(video[:, :, None] if image else video))
+        frames = pipeline.generic_uint8_frames(
+          runner, latents, raw=settings.raw, scaling_factor=settings.scaling_factor, check_finite=False
+        )
     except (ValueError, TypeError) as err:
       raise ItemError(f"decode: {_first_line(err)}") from None
     bounds = np.cumsum([0, *sizes])
@@ -912,27 +908,21 @@ def decode_job(
         write_atomically(path, lambda tmp, video=video: _write_mp4(video, tmp, key, settings))
     return int(frames.shape[0] * frames.shape[1])
 
-  return _run_job(
-    _Plan(
-      "decode",
-      outputs=outputs,
-      key=lambda item: job_key(item.source, key_settings),
-      read=read,
-      shape_of=lambda value: (value[0].shape[1:], str(value[0].dtype), value[1]),
-      run=run,
-      write=write,
-    ),
-    items,
-    out_dir,
-    batch=batch,
-    process_index=process_index,
-    process_count=process_count,
-    readers=readers or min(4, os.cpu_count() or 1),
-    ahead=ahead,
-    writers=writers or min(4, os.cpu_count() or 1),  # MP4 encoding is host work: as many as the cores
-    progress=progress,
-    expected_outputs=expected,
+  plan = _Plan(
+    "decode",
+    settings=dataclasses.asdict(settings),
+    outputs=outputs,
+    expected=expected,
+    read=read,
+    shape_of=lambda value: (value[0].shape[1:], str(value[0].dtype), value[1]),
+    run=run,
+    write=write,
   )
+  return _run_job(
+    plan, runner, items, out_dir, model=model, batch=batch, process_index=process_index, process_count=process_count,
+    readers=readers, ahead=ahead, writers=writers or _DEFAULT_THREADS,  # MP4 encoding is host work: as many as the cores
+    progress=progress,
+  )  # fmt: skip
 
 
 def _file_layout(path: Path) -> str | None:
@@ -965,15 +955,6 @@ def _latent_batch(path: Path, key: str | None) -> int | None:
     return int(pipeline.load_latents(path, key=key).shape[0])
   except Exception:
     return None
-
-
-def _check_generic_latents(latents: np.ndarray) -> None:
-  from .pipeline import LatentsError
-
-  if latents.ndim not in (4, 5) or 0 in latents.shape:
-    raise LatentsError(f"expected 4-D (B, C, H, W: images) or 5-D (B, C, T, H, W: videos) latents, got shape {tuple(latents.shape)}")
-  if not (np.issubdtype(latents.dtype, np.floating) or latents.dtype.name == "bfloat16"):
-    raise LatentsError(f"expected a floating dtype, got {latents.dtype}")
 
 
 def _write_mp4(frames: np.ndarray, tmp: Path, key: str, settings: DecodeSettings) -> None:

@@ -374,6 +374,35 @@ def generic_latents_for_decode(latents: Any, config: Any, scaling_factor: float 
   return out
 
 
+def check_generic_latents(latents: Any, class_name: str) -> None:
+  """Latents a class without an adapter decodes to files: 4-D (images) or 5-D (videos), floating."""
+  if latents.ndim not in (4, 5) or 0 in latents.shape:
+    raise LatentsError(
+      f"latents: {class_name} decodes to files from 4-D (B, C, H, W: images) or 5-D (B, C, T, H, W: videos) latents, "
+      f"got shape {tuple(latents.shape)}"
+    )
+  if not np.issubdtype(latents.dtype, np.floating) and latents.dtype.name != "bfloat16":
+    raise LatentsError(f"latents: expected a floating dtype, got {latents.dtype}")
+
+
+def generic_uint8_frames(
+  runner: Any,
+  latents: np.ndarray,
+  *,
+  raw: bool = False,
+  scaling_factor: float | None = None,
+  check_finite: bool = True,
+  progress: ProgressArg = None,
+) -> np.ndarray:
+  """A class without an adapter: latents scaled as image pipelines do (:func:`generic_latents_for_decode`;
+  ``raw``: as given), decoded, as uint8 frames ``(B, F, H, W, 3)`` (``F = 1`` for 4-D image latents)."""
+  z = latents if raw else generic_latents_for_decode(latents.astype(np.float32), runner.config, scaling_factor)
+  video = runner.decode(jnp.asarray(z), check_finite=check_finite, progress=progress)
+  if video.ndim != latents.ndim or video.shape[1] != 3:
+    raise LatentsError(f"{runner.class_name}.decode returned shape {tuple(video.shape)}: not (B, 3, …) images or videos")
+  return np.asarray(uint8_frames(video[:, :, None] if latents.ndim == 4 else video))
+
+
 def read_mp4(path: str | os.PathLike) -> np.ndarray:
   """``(F, H, W, 3)`` uint8 frames of a video file (imageio-ffmpeg)."""
   import imageio_ffmpeg
