@@ -19,6 +19,11 @@ the keys equal to diffusers' defaults left out:
   ``decoder_base_dim`` 256, ``z_dim`` 48, residual up/down blocks, ``patch_size`` 2 (12 channels in
   and out), 16x spatial; the 48 latent statistics as in diffusers' ``scripts/convert_wan_to_diffusers.py``
   (``vae22_diffusers_config``) and the model card's config.json.
+* ``hunyuanvideo`` (hunyuanvideo-community/HunyuanVideo, the diffusers-format HunyuanVideo and
+  HunyuanVideo-I2V): ``AutoencoderKLHunyuanVideo`` with diffusers' defaults — ``block_out_channels``
+  [128, 256, 512, 512], 2 layers per block, ``latent_channels`` 16, ``scaling_factor`` 0.476986, 8x
+  spatial, 4x temporal, mid-block attention; diffusers' ``scripts/convert_hunyuan_video_to_diffusers.py``
+  builds the VAE with no arguments.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 
 COGVIDEOX = "AutoencoderKLCogVideoX"
 WAN = "AutoencoderKLWan"
+HUNYUAN_VIDEO = "AutoencoderKLHunyuanVideo"
 
 # The released configs (the `vae/config.json` of each hub repo), diffusers defaults elided.
 COGVIDEOX_2B = {"scaling_factor": 1.15258426}
@@ -74,6 +80,7 @@ PRESETS = {
   "cogvideox-1.5": {"_class_name": COGVIDEOX, **COGVIDEOX_1_5},
   "wan2.1": WAN_2_1,
   "wan2.2": WAN_2_2,
+  "hunyuanvideo": {"_class_name": HUNYUAN_VIDEO},  # diffusers' defaults are HunyuanVideo's VAE
 }
 DEFAULT_PRESET = "cogvideox-2b"
 
@@ -108,6 +115,16 @@ TINY_WAN_2_2 = {
   "out_channels": 12,
   "patch_size": 2,
   "scale_factor_spatial": 16,
+}
+
+# HunyuanVideo structure (4 blocks: 3 spatial and 2 temporal scalers, mid-block attention), tiny
+# widths: diffusers' tests/models/autoencoders/test_models_autoencoder_hunyuan_video.py (get_init_dict).
+TINY_HUNYUAN_VIDEO = {
+  "_class_name": HUNYUAN_VIDEO,
+  "latent_channels": 4,
+  "block_out_channels": [8, 8, 8, 8],
+  "layers_per_block": 1,
+  "norm_num_groups": 4,
 }
 
 

@@ -35,8 +35,10 @@ def count_collectives(hlo_text: str) -> dict[str, int]:
 def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   """Optimised HLO of the first-step and steady-step decode programs for ``latent_shape`` (B, C, T, H, W).
 
-  T is ignored: the steps take the frames the model's plan gives its first and second step
-  (CogVideoX: 2 and 2 latent frames; Wan: 1 and 1).
+  T is ignored where the model streams: the steps take the frames the model's plan gives its first
+  and second step (CogVideoX: 2 and 2 latent frames; Wan: 1 and 1). A model with one step per call
+  (HunyuanVideo) gives every program a decode of ``latent_shape`` runs: its frame tiles' (a full tile
+  and a shorter last one) or, for a T within one tile, the whole call's.
   """
   import jax
   import jax.numpy as jnp
@@ -45,6 +47,8 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
     return [runner.precompile([latent_shape])[0].executable.as_text()]
   if len(latent_shape) != 5:
     raise ValueError(f"--latent {latent_shape}: {runner.adapter.class_name} takes five integers B,C,T,H,W")
+  if len(runner.plan("decode", 64)) < 2:  # one step per call or frame tile (HunyuanVideo): no steady step
+    return [record.executable.as_text() for record in runner.precompile([latent_shape])]
   first, steady = runner.step_programs("decode")
   b, c, _, h, w = latent_shape
   frames = 1
@@ -111,7 +115,7 @@ def load_path(path: str, model, mesh: str):
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--mesh", default="dp=2,tp=4", help="mesh spec (default: %(default)s)")
-  parser.add_argument("--latent", default="1,16,2,8,8", help="B,C,T,H,W (T is ignored: one step's programs)")
+  parser.add_argument("--latent", default="1,16,2,8,8", help="B,C,T,H,W (T is ignored where the model streams: one step's programs)")
   parser.add_argument(
     "--model",
     default=None,

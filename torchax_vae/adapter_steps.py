@@ -46,7 +46,11 @@ BRIDGE_FILES = (PACKAGE / "backend.py", PACKAGE / "_torchax_compat.py")
 BRIDGE_MODULES = (conv_lib, norm_lib, resize_lib, transposes_lib)
 # adapter name -> diffusers' model file (under diffusers/models/autoencoders/), hashed into the key
 # without importing diffusers; tests check it is the file each builder imports.
-DIFFUSERS_MODEL_FILES = {"cogvideox": "autoencoder_kl_cogvideox.py", "wan": "autoencoder_kl_wan.py"}
+DIFFUSERS_MODEL_FILES = {
+  "cogvideox": "autoencoder_kl_cogvideox.py",
+  "wan": "autoencoder_kl_wan.py",
+  "hunyuan_video": "autoencoder_kl_hunyuan_video.py",
+}
 
 
 def _version(package: str) -> str | None:

@@ -98,6 +98,37 @@ class DiffusersVAE:
       self._device = torch.device(device)
     return self
 
+  # Attributes of diffusers' module (not its config) that pipelines read, e.g. HunyuanVideoPipeline's
+  # `vae.temporal_compression_ratio`: the adapter's values, or the generic runner's module's.
+  def __getattr__(self, name: str) -> Any:
+    if name.startswith("_") or name in ("runner", "generic"):  # not set yet (copy, pickle)
+      raise AttributeError(name)
+    if self.generic:
+      if name in ("spatial_compression_ratio", "temporal_compression_ratio"):
+        return getattr(self.runner.module, name)
+    else:
+      attributes = self.runner.adapter.module_attributes()
+      if name in attributes:
+        return attributes[name]
+    raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+  @property
+  def use_framewise_decoding(self) -> bool:
+    """diffusers' attribute (HunyuanVideo, LTX): decode in frame tiles; the runner's."""
+    return self.runner.use_framewise_decoding
+
+  @use_framewise_decoding.setter
+  def use_framewise_decoding(self, value: bool) -> None:
+    self.runner.use_framewise_decoding = bool(value)
+
+  @property
+  def use_framewise_encoding(self) -> bool:
+    return self.runner.use_framewise_encoding
+
+  @use_framewise_encoding.setter
+  def use_framewise_encoding(self, value: bool) -> None:
+    self.runner.use_framewise_encoding = bool(value)
+
   def __repr__(self) -> str:
     class_name = self.runner.class_name if self.generic else self.runner.adapter.class_name
     return f"DiffusersVAE({class_name} via {self.runner.name}, {self.runner.dtype}, device={self.device})"

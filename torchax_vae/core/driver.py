@@ -42,7 +42,7 @@ from . import mesh as mesh_lib
 from . import progress as progress_lib
 from .progress import ProgressArg
 from .models import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
-from .tiling import TileGrid
+from .tiling import TemporalTiles, TileGrid
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -155,7 +155,11 @@ class Runner:
       executables.ExecutableStore(executable_dir),
       devices=list(self.mesh.devices.flat) if self.mesh is not None else [jax.devices()[0]],
     )
-    self.tiling: TilingSettings | None = None
+    self.tiling: TilingSettings | None = None  # enable_tiling's settings while tiling is on
+    self._tiling_values: TilingSettings | None = None  # the last ones set, kept while off (as diffusers keeps them)
+    # diffusers' attributes of the same names: temporal tiles (HunyuanVideo, LTX) on or off.
+    self.use_framewise_decoding = adapter.framewise_decoding
+    self.use_framewise_encoding = adapter.framewise_encoding
     self._jitted = {
       f"{kind}_{label}": self._jit_step(step, f"{kind}_{label}", first=label == FIRST)
       for kind, step in ((DECODE, steps.decode_step), (ENCODE, steps.encode_step))
@@ -284,35 +288,39 @@ class Runner:
 
   def _precompile(self, kind: str, shape: tuple[int, ...]) -> list[Precompiled]:
     """The programs of a ``kind`` walk over an input of ``shape`` (the caller's), obtained with the
-    arguments that walk gives them: the input prepared and sliced (to the tile and step) as the walk
-    does it (from zeros of only the frames the first two steps take), the cache as the first program
-    leaves it."""
+    arguments that walk gives them: the input prepared and sliced (to the frame tile, the spatial tile
+    and the step) as the walk does it (from zeros of only the frames the first two steps take), the
+    cache as the first program leaves it. Temporal tiles: each distinct tile length's programs."""
     start = time.perf_counter()
-    plan = self.plan(kind, shape[2])
-    frames = plan[min(1, len(plan) - 1)].end
-    x = jnp.zeros((*shape[:2], frames, *shape[3:]), self.compute_dtype)
-    if kind == ENCODE:
-      x = self.adapter.before_encode(x)
-    x = self._prepare(x)
+    temporal = self.temporal_tiles(kind, shape[2])
+    lengths = [shape[2]] if temporal is None else temporal.lengths()
     grid = self.tile_grid(kind, *shape[3:])  # decided on the caller's sizes, as decode/encode do
-    walks = {"": x}
-    if grid is not None:
-      h_axis, w_axis = self._spatial_axes()
-      for rows, cols in (tile for row in grid.tiles(x.shape[h_axis], x.shape[w_axis]) for tile in row):
-        suffix = f" {rows.stop - rows.start}x{cols.stop - cols.start}"
-        if suffix not in walks:  # the first tile of each shape: its programs serve the others
-          walks[suffix] = self._tile(x, rows, cols)
-      del walks[""]
     records = []
-    for suffix, walk_in in walks.items():
-      first_in = self._slice_time(walk_in, plan[0].start, plan[0].end)
-      records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in), time.perf_counter() - start))
-      if len(plan) > 1:
+    for length in lengths:
+      plan = self.plan(kind, length)
+      frames = plan[min(1, len(plan) - 1)].end
+      x = jnp.zeros((*shape[:2], frames, *shape[3:]), self.compute_dtype)
+      if kind == ENCODE:
+        x = self.adapter.before_encode(x)
+      x = self._prepare(x)
+      prefix = "" if temporal is None else f" t{length}"
+      walks = {prefix: x}
+      if grid is not None:
+        h_axis, w_axis = self._spatial_axes()
+        for rows, cols in (tile for row in grid.tiles(x.shape[h_axis], x.shape[w_axis]) for tile in row):
+          suffix = f"{prefix} {rows.stop - rows.start}x{cols.stop - cols.start}"
+          if suffix not in walks:  # the first tile of each shape: its programs serve the others
+            walks[suffix] = self._tile(x, rows, cols)
+        del walks[prefix]
+      for suffix, walk_in in walks.items():
+        first_in = self._slice_time(walk_in, plan[0].start, plan[0].end)
+        records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in), time.perf_counter() - start))
+        if len(plan) > 1:
+          start = time.perf_counter()
+          cache = self.steady_cache_spec(records[-1].executable)
+          steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end)
+          records.append(self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache), time.perf_counter() - start))
         start = time.perf_counter()
-        cache = self.steady_cache_spec(records[-1].executable)
-        steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end)
-        records.append(self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache), time.perf_counter() - start))
-      start = time.perf_counter()
     return records
 
   def _obtain(self, kind: str, name: str, args: tuple, prepare_s: float) -> Precompiled:
@@ -367,9 +375,53 @@ class Runner:
     """Runs the compiled program for these inputs, compiling or loading it on first use."""
     return self.programs.get(label, self._jitted[label], args)(*args)
 
-  def _run(self, kind: str, x: jax.Array, progress: Callable[[int, int], None] | None = None) -> jax.Array:
-    tick = _ticker(progress, len(self.plan(kind, x.shape[self._time_axis()])))
-    return self._from_backend_layout(self._walk_concat(kind, x, tick))
+  def _run(
+    self, kind: str, x: jax.Array, grid: TileGrid | None, progress: Callable[[int, int], None] | None = None
+  ) -> jax.Array:
+    """The whole ``kind`` walk over ``x`` (backend layout in, driver layout out): frame tiles when
+    the model tiles in time (:meth:`temporal_tiles`), each over the spatial tiles of ``grid`` (or
+    whole), each through the model's frame plan, as diffusers nests them."""
+    temporal = self.temporal_tiles(kind, x.shape[self._time_axis()])
+    spans = [(0, x.shape[self._time_axis()])] if temporal is None else temporal.spans
+    h_axis, w_axis = self._spatial_axes()
+    tiles = 1 if grid is None else sum(map(len, grid.tiles(x.shape[h_axis], x.shape[w_axis])))
+    tick = _ticker(progress, sum(tiles * len(self.plan(kind, end - start)) for start, end in spans))
+    if temporal is None:
+      out = self._walk_space(kind, x, grid, tick)
+    else:
+      out = self._walk_frame_tiles(kind, x, temporal, grid, tick)
+    return self._from_backend_layout(out)
+
+  def _walk_frame_tiles(
+    self, kind: str, x: jax.Array, temporal: TemporalTiles, grid: TileGrid | None, tick: Callable[[], None] | None
+  ) -> jax.Array:
+    """diffusers' ``_temporal_tiled_decode``/``_temporal_tiled_encode``: each frame tile walked on its
+    own (no cache between tiles), every later one without its first ``drop`` frames and blended over
+    the previous (blended) one's tail, each cut to what it keeps, joined and cut to ``total``.
+    Tiles of one length share one program set, so a video of any length runs at most two."""
+    t_axis = self._time_axis()
+    kept, previous = [], None
+    for index, (start, end) in enumerate(temporal.spans):
+      out = self._walk_space(kind, self._slice_time(x, start, end), grid, tick)
+      if index:
+        out = jax.lax.slice_in_dim(out, min(temporal.drop, out.shape[t_axis]), out.shape[t_axis], axis=t_axis)
+        out = _blend(previous, out, temporal.blend, t_axis)
+      previous = out
+      keep = temporal.keep if index else temporal.keep_first
+      kept.append(jax.lax.slice_in_dim(out, 0, min(keep, out.shape[t_axis]), axis=t_axis))
+    out = kept[0] if len(kept) == 1 else jnp.concatenate(kept, axis=t_axis)
+    return jax.lax.slice_in_dim(out, 0, min(temporal.total, out.shape[t_axis]), axis=t_axis)
+
+  def _walk_space(self, kind: str, x: jax.Array, grid: TileGrid | None, tick: Callable[[], None] | None) -> jax.Array:
+    """``x`` (backend layout) through the frame steps, whole or over the spatial tiles of ``grid``."""
+    return self._walk_concat(kind, x, tick) if grid is None else self._walk_tiles(kind, x, grid, tick)
+
+  def temporal_tiles(self, kind: str, num_frames: int) -> TemporalTiles | None:
+    """The frame tiles a ``kind`` walk over ``num_frames`` input frames takes, or ``None`` (the
+    model's frame plan over all of them): the adapter's rule with the current ``enable_tiling``
+    values and ``use_framewise_decoding``/``use_framewise_encoding``."""
+    framewise = self.use_framewise_decoding if kind == DECODE else self.use_framewise_encoding
+    return self.adapter.temporal_tiles(self.tiling_values, kind, num_frames, framewise=framewise)
 
   def _batch_padding(self, batch: int) -> int:
     """Zero samples :meth:`_prepare` adds so that the mesh's batch split is even.
@@ -408,8 +460,12 @@ class Runner:
   def enable_tiling(self, *args: Any, **kwargs: Any) -> None:
     """diffusers' ``enable_tiling`` of the model: the fields of its adapter's ``tiling_class``, in
     diffusers' order (positional or by name), its defaults and blending; ``None`` keeps a value."""
-    current = self.tiling or self.adapter.default_tiling()
-    self.tiling = current.updated(*args, **kwargs)
+    self.tiling = self._tiling_values = self.tiling_values.updated(*args, **kwargs)
+
+  @property
+  def tiling_values(self) -> TilingSettings:
+    """The ``enable_tiling`` values now: the last ones set (also while tiling is off), else the model's defaults."""
+    return self._tiling_values or self.adapter.default_tiling()
 
   def disable_tiling(self) -> None:
     self.tiling = None
@@ -428,16 +484,13 @@ class Runner:
     ``None`` when it is not tiled (tiling off, or the input no larger than a tile)."""
     return None if self.tiling is None else self.adapter.tile_grid(self.tiling, kind, height, width)
 
-  def _run_tiled(
-    self, kind: str, x: jax.Array, grid: TileGrid, progress: Callable[[int, int], None] | None = None
-  ) -> jax.Array:
+  def _walk_tiles(self, kind: str, x: jax.Array, grid: TileGrid, tick: Callable[[], None] | None) -> jax.Array:
     """diffusers' ``tiled_decode``/``tiled_encode``: overlapping tiles, each walked through the
     frame steps, blended into their upper and left neighbours (blended in place, as diffusers
     does), cut to what each keeps, stitched and (where the model does) cropped. Tiles of one shape
-    share one compiled program per step kind."""
+    share one compiled program per step kind. Backend layout in and out."""
     h_axis, w_axis = self._spatial_axes()
     tiles = grid.tiles(x.shape[h_axis], x.shape[w_axis])
-    tick = _ticker(progress, sum(map(len, tiles)) * len(self.plan(kind, x.shape[self._time_axis()])))
     rows = []
     for tile_row in tiles:
       row = []
@@ -455,7 +508,7 @@ class Runner:
     out = jnp.concatenate(stitched, axis=h_axis)
     if grid.crop is not None:
       out = _crop(out, grid.crop, (h_axis, w_axis))
-    return self._from_backend_layout(out)
+    return out
 
   # --- public API ------------------------------------------------------------------------------
 
@@ -474,7 +527,7 @@ class Runner:
       kinds.check_finite(array, "z")
     prepared = self._prepare(array)
     grid = self.tile_grid(DECODE, *array.shape[3:])
-    out = self._run(DECODE, prepared, progress) if grid is None else self._run_tiled(DECODE, prepared, grid, progress)
+    out = self._run(DECODE, prepared, grid, progress)
     return self._result(self.adapter.after_decode(out), array.shape[0], kind)
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
@@ -501,7 +554,7 @@ class Runner:
       kinds.check_finite(array, "x")
     grid = self.tile_grid(ENCODE, *array.shape[3:])  # decided on the caller's sizes, as diffusers does
     prepared = self._prepare(self.adapter.before_encode(array))
-    moments = self._run(ENCODE, prepared) if grid is None else self._run_tiled(ENCODE, prepared, grid)
+    moments = self._run(ENCODE, prepared, grid)
     if moments.shape[0] != array.shape[0]:  # cut before sampling: a key's noise must not see the batch padding
       moments = moments[: array.shape[0]]
     return moments, kind

@@ -38,3 +38,52 @@ class TileGrid:
     rows = [slice(i, min(i + self.tile[0], height)) for i in range(0, height, self.stride[0])]
     cols = [slice(j, min(j + self.tile[1], width)) for j in range(0, width, self.stride[1])]
     return [[(r, c) for c in cols] for r in rows]
+
+
+@dataclasses.dataclass(frozen=True)
+class TemporalTiles:
+  """One temporal-tiled walk, in diffusers' terms (``_temporal_tiled_decode``/``_temporal_tiled_encode``
+  of HunyuanVideo and LTX): overlapping frame tiles, each decoded (or encoded) on its own, no cache
+  between them, then blended in time (``blend_t``) and joined.
+
+  ``spans`` are the tiles' ``[start, end)`` in the input's frames (latent frames for decode), only
+  those that reach the output: a tile whose kept frames would all lie past ``total`` changes nothing
+  (blending looks back, never ahead), so it is not run. Of each tile's output every tile after the
+  first drops its first ``drop`` frames (its own causal start, which the previous tile covers), then
+  its first ``blend`` frames fade in over the previous tile's last ones (that tile as blended
+  itself, as diffusers blends in place); the first tile keeps ``keep_first`` frames, the others
+  ``keep``; the joined frames are cut to ``total``.
+  """
+
+  spans: tuple[tuple[int, int], ...]
+  drop: int  # output frames dropped from the head of every tile after the first
+  blend: int  # output frames each later tile blends over its predecessor's tail
+  keep_first: int  # output frames kept of the first tile
+  keep: int  # output frames kept of each later tile
+  total: int  # output frames of the whole walk
+
+  @classmethod
+  def over(
+    cls, num_frames: int, *, tile: int, stride: int, out_frames, drop: int, blend: int, keep_first: int, keep: int, total: int
+  ) -> TemporalTiles:
+    """Tiles of up to ``tile`` input frames starting every ``stride`` (``range(0, num_frames, stride)``,
+    as diffusers walks them), cut after the last one that contributes; ``out_frames(n)``: output
+    frames of a tile of ``n`` input frames."""
+    if stride < 1 or keep < 1 or keep_first < 1 or blend < 0:
+      raise ValueError(
+        f"temporal tiles too small for their overlap: tile {tile}, stride {stride} input frames; "
+        f"blend {blend}, kept {keep_first}/{keep} output frames (expected a positive stride and kept size)"
+      )
+    spans, produced = [], 0
+    for start in range(0, num_frames, stride):
+      if produced >= total:
+        break
+      end = min(start + tile, num_frames)
+      kept = keep_first if not spans else keep
+      produced += min(kept, max(out_frames(end - start) - (drop if spans else 0), 0))
+      spans.append((start, end))
+    return cls(tuple(spans), drop=drop, blend=blend, keep_first=keep_first, keep=keep, total=total)
+
+  def lengths(self) -> list[int]:
+    """The distinct tile lengths (input frames), longest first: one program set each."""
+    return sorted({end - start for start, end in self.spans}, reverse=True)

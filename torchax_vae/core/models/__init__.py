@@ -16,10 +16,11 @@ from typing import Any
 from ..errors import UnsupportedModelError
 from .base import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
 from .cogvideox import CogVideoX, CogVideoXVAEConfig
+from .hunyuan_video import HunyuanVideo, HunyuanVideoVAEConfig
 from .wan import Wan, WanVAEConfig
 
 # diffusers class name -> adapter, in the order messages list them.
-ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan)}
+ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo)}
 _BY_CONFIG: dict[type, type[VideoVAE]] = {cls.config_class: cls for cls in ADAPTERS.values()}
 
 
@@ -72,6 +73,8 @@ __all__ = [
   "CogVideoX",
   "CogVideoXVAEConfig",
   "FrameStep",
+  "HunyuanVideo",
+  "HunyuanVideoVAEConfig",
   "TilingSettings",
   "VideoVAE",
   "Wan",

@@ -10,6 +10,9 @@ it names no model. An adapter says, for one diffusers class:
 * what is done to a video before encoding and after decoding (Wan 2.2: patchify/unpatchify; Wan:
   clamp to [-1, 1]), and extra checks on an input video;
 * its tiling rule (settings of ``enable_tiling`` -> :class:`~torchax_vae.core.tiling.TileGrid`);
+* its temporal tiles, for a model diffusers decodes in overlapping frame tiles (HunyuanVideo, LTX:
+  ``_temporal_tiled_decode``; settings -> :class:`~torchax_vae.core.tiling.TemporalTiles`), and
+  whether that is on by default (diffusers' ``use_framewise_decoding``/``use_framewise_encoding``);
 * its posterior (diffusers' ``DiagonalGaussianDistribution`` unless it says otherwise);
 * how its pipelines turn their ``output_type="latent"`` output into the VAE's input.
 
@@ -29,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CheckpointError
-from ..tiling import TileGrid
+from ..tiling import TemporalTiles, TileGrid
 
 FIRST, STEADY = "first", "steady"
 DECODE, ENCODE = "decode", "encode"
@@ -129,6 +132,10 @@ class VideoVAE:
   pipeline_layout: ClassVar[str]
   # Whether its pipelines scale latents by the config's scaling_factor (which a caller may override).
   scales_by_factor: ClassVar[bool] = False
+  # diffusers' use_framewise_decoding / use_framewise_encoding defaults: temporal tiles on without
+  # enable_tiling (HunyuanVideo). Only meaningful where temporal_tiles can return tiles.
+  framewise_decoding: ClassVar[bool] = False
+  framewise_encoding: ClassVar[bool] = False
 
   def __init__(self, config: Any):
     if not isinstance(config, self.config_class):
@@ -158,6 +165,11 @@ class VideoVAE:
   def spatial_compression(self) -> int:
     """Sample pixels per latent pixel along H and W (as the model's tiling counts them)."""
     raise NotImplementedError
+
+  def module_attributes(self) -> dict[str, Any]:
+    """Attributes of diffusers' module (not its config) that the model's pipelines read (HunyuanVideo:
+    ``spatial_compression_ratio``, ``temporal_compression_ratio``); default none."""
+    return {}
 
   # --- frame plans ---------------------------------------------------------------------------------
 
@@ -217,6 +229,16 @@ class VideoVAE:
     """The tiles of a ``kind`` walk over an input of ``(height, width)`` (as the caller gave it), or
     ``None`` when the model decodes/encodes that input whole."""
     raise NotImplementedError
+
+  def temporal_tiles(
+    self, tiling: TilingSettings, kind: str, num_frames: int, *, framewise: bool
+  ) -> TemporalTiles | None:
+    """The frame tiles of a ``kind`` walk over ``num_frames`` input frames, or ``None`` when the model
+    walks them with its frame plan (streaming with a cache, or one step). ``tiling``: the current
+    ``enable_tiling`` values (kept while tiling is off, as diffusers keeps them); ``framewise``:
+    diffusers' ``use_framewise_decoding``/``use_framewise_encoding``. Default: never tiled in time."""
+    del tiling, kind, num_frames, framewise
+    return None
 
   # --- pipelines -------------------------------------------------------------------------------------
 

@@ -1,0 +1,224 @@
+"""HunyuanVideo (``AutoencoderKLHunyuanVideo``) through its adapter: frame tiles as diffusers decodes
+them, against diffusers PyTorch on the same weights (fp32 max abs ≤ 1e-4).
+
+diffusers decodes HunyuanVideo in overlapping frame tiles by default (``use_framewise_decoding``):
+5 latent frames every 3 (``tile_sample_min_num_frames`` 16, stride 12, in sample frames), each on its
+own, blended in time. The driver walks those tiles with one program per tile length, so a video of
+any length runs a full-tile program and at most one for a shorter last tile.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import randn, torch_decode, torch_encode_mean
+
+torch = pytest.importorskip("torch")
+
+import torchax_vae  # noqa: E402
+from compare.checkpoints import HUNYUAN_VIDEO, PRESETS, TINY_HUNYUAN_VIDEO, write_random_checkpoint  # noqa: E402
+from torchax_vae.core.errors import UnsupportedModelError  # noqa: E402
+
+TOL = 1e-4
+SHARDED_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def hv_dir(tmp_path_factory):
+  return write_random_checkpoint(tmp_path_factory.mktemp("hunyuan-video") / "vae", TINY_HUNYUAN_VIDEO, seed=0)
+
+
+@pytest.fixture(scope="module")
+def hv_torch(hv_dir):
+  from diffusers import AutoencoderKLHunyuanVideo
+
+  return AutoencoderKLHunyuanVideo.from_pretrained(hv_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def hv(hv_dir):
+  return torchax_vae.load(hv_dir, cache_dir=False)
+
+
+def _with(model, **attributes):
+  reference = copy.deepcopy(model)
+  tiling = attributes.pop("tiling", None)
+  if tiling is not None:
+    reference.enable_tiling(**tiling)
+  for name, value in attributes.items():
+    setattr(reference, name, value)
+  return reference
+
+
+# T=3: within one tile (one call); 5: a full tile + a 2-frame last one; 7: full + 4; 11: three full + 2.
+@pytest.mark.parametrize("frames", [3, 5, 7, 11])
+def test_decode_matches_diffusers(hv, hv_torch, frames):
+  z = randn(2, 4, frames, 2, 3, seed=frames)  # batch 2, non-square
+  tiles = hv.temporal_tiles("decode", frames)
+  assert (tiles is None) == (frames <= 4)
+  out = np.asarray(hv.decode(z))
+  expected = torch_decode(hv_torch, z)
+  assert out.shape == expected.shape == (2, 3, 1 + 4 * (frames - 1), 16, 24)
+  assert float(np.abs(out - expected).max()) <= TOL
+
+
+def test_frame_tiles_are_diffusers(hv):
+  """The spans diffusers' loop takes (``range(0, T, 3)``, 5 frames each), without the tiles whose
+  frames the final cut drops: T=11 runs (9, 11) too (it keeps 4 frames), T=10 stops at (6, 10)."""
+  assert hv.temporal_tiles("decode", 11).spans == ((0, 5), (3, 8), (6, 11), (9, 11))
+  assert hv.temporal_tiles("decode", 10).spans == ((0, 5), (3, 8), (6, 10))  # (9, 10) adds no frame
+  assert hv.temporal_tiles("encode", 33).spans == ((0, 17), (12, 29), (24, 33))  # 17 sample frames every 12
+  assert hv.temporal_tiles("encode", 16) is None
+
+
+@pytest.mark.parametrize(("batch", "frames", "hw"), [(2, 9, (16, 24)), (1, 21, (24, 16)), (2, 33, (16, 16))])
+def test_encode_matches_diffusers(hv, hv_torch, batch, frames, hw):
+  x = np.tanh(randn(batch, 3, frames, *hw, seed=frames))
+  got = np.asarray(hv.encode(x))
+  expected = torch_encode_mean(hv_torch, x)
+  assert got.shape == expected.shape == (batch, 4, (frames - 1) // 4 + 1, hw[0] // 8, hw[1] // 8)
+  assert float(np.abs(got - expected).max()) <= TOL
+
+
+def test_programs_do_not_grow_with_t(hv_dir):
+  """One program for every full frame tile and one for the shorter last one, whatever T: 5 to 32
+  latent frames (up to 125 video frames) all run the same two."""
+  vae = torchax_vae.load(hv_dir, cache_dir=False)
+  for t in (5, 8, 11, 20, 32):  # last tiles all 2 frames
+    assert vae.decode(randn(1, 4, t, 2, 2, seed=t)).shape[2] == 1 + 4 * (t - 1)
+  assert vae.trace_counts == {"decode_first": 2}
+  vae.decode(randn(1, 4, 21, 2, 2, seed=21))  # a 3-frame last tile: one more program, the full one reused
+  assert vae.trace_counts == {"decode_first": 3}
+  for frames in (29, 41, 53):  # 17 sample frames every 12; last tiles of 5
+    vae.encode(np.tanh(randn(1, 3, frames, 16, 16, seed=frames)))
+  assert vae.trace_counts == {"decode_first": 3, "encode_first": 2}
+
+
+def test_framewise_off_is_one_call(hv, hv_torch):
+  """``use_framewise_decoding = False`` (diffusers' attribute): one decoder call over all frames."""
+  z = randn(1, 4, 7, 2, 3, seed=3)
+  vae = copy.copy(hv)
+  vae.use_framewise_decoding = False
+  assert vae.temporal_tiles("decode", 7) is None
+  expected = torch_decode(_with(hv_torch, use_framewise_decoding=False), z)
+  assert float(np.abs(np.asarray(vae.decode(z)) - expected).max()) <= TOL
+  # ... and it differs from the tiled default (the frame tiles change the output, in diffusers too)
+  assert float(np.abs(expected - torch_decode(hv_torch, z)).max()) > 1e-3
+
+
+# Frame tiles of 3 latent frames every 1 (8 and 4 sample frames) and spatial tiles of 2 latent px
+# every 1 (16 and 8 sample px): every tile is also tiled spatially, as diffusers nests them.
+SMALL_TILES = dict(tile_sample_min_height=16, tile_sample_min_width=16, tile_sample_min_num_frames=8,
+                   tile_sample_stride_height=8, tile_sample_stride_width=8, tile_sample_stride_num_frames=4)  # fmt: skip
+
+
+def test_tiled_decode_matches_diffusers(hv_dir, hv_torch):
+  vae = torchax_vae.load(hv_dir, cache_dir=False)
+  vae.enable_tiling(**SMALL_TILES)
+  z = randn(1, 4, 5, 3, 4, seed=5)
+  assert vae.temporal_tiles("decode", 5).spans == ((0, 3), (1, 4), (2, 5), (3, 5))
+  assert vae.tile_grid("decode", 3, 4) is not None
+  expected = torch_decode(_with(hv_torch, tiling=SMALL_TILES), z)
+  out = np.asarray(vae.decode(z))
+  assert out.shape == expected.shape == (1, 3, 17, 24, 32)
+  assert float(np.abs(out - expected).max()) <= TOL
+
+
+def test_tiled_encode_matches_diffusers(hv_dir, hv_torch):
+  vae = torchax_vae.load(hv_dir, cache_dir=False)
+  vae.enable_tiling(**SMALL_TILES)
+  x = np.tanh(randn(1, 3, 13, 24, 32, seed=6))
+  expected = torch_encode_mean(_with(hv_torch, tiling=SMALL_TILES), x)
+  got = np.asarray(vae.encode(x))
+  assert got.shape == expected.shape == (1, 4, 4, 3, 4)
+  assert float(np.abs(got - expected).max()) <= TOL
+
+
+def test_tiling_values_persist_as_in_diffusers(hv_dir):
+  """``disable_tiling`` leaves the frame-tile sizes ``enable_tiling`` set (diffusers keeps them: they
+  drive framewise decoding, which tiling does not switch)."""
+  vae = torchax_vae.load(hv_dir, cache_dir=False)
+  vae.enable_tiling(tile_sample_min_num_frames=8, tile_sample_stride_num_frames=4)
+  vae.disable_tiling()
+  assert vae.tiling is None and vae.temporal_tiles("decode", 5).spans[:2] == ((0, 3), (1, 4))
+
+
+def test_bfloat16(hv_dir, hv_torch):
+  vae = torchax_vae.load(hv_dir, dtype="bfloat16", cache_dir=False)
+  z = randn(1, 4, 7, 2, 3, seed=11)
+  out = vae.decode(z)
+  assert out.dtype == jnp.bfloat16
+  err = np.abs(out.astype(np.float32) - torch_decode(hv_torch, z))
+  print(f"HunyuanVideo tiny, torchax bf16 vs torch fp32, (1,4,7,2,3): max abs {err.max():.4f}, mean {err.mean():.5f}")
+  assert err.max() < 0.1
+
+
+def test_pipeline_latents(hv, hv_torch):
+  """``decode_latents``: ``HunyuanVideoPipeline``'s ``latents.to(vae.dtype) / scaling_factor`` then decode."""
+  latents = randn(1, 4, 5, 2, 3, seed=4)
+  video = np.asarray(torchax_vae.decode_latents(hv, latents))
+  with torch.no_grad():
+    expected = hv_torch.decode(torch.from_numpy(latents) / hv_torch.config.scaling_factor).sample.numpy()
+  assert float(np.abs(video - expected).max()) <= TOL
+  # the inverse, as HunyuanVideoImageToVideoPipeline scales its image latents
+  z = hv.adapter.latents_from_encode(jnp.asarray(latents))
+  np.testing.assert_allclose(np.asarray(hv.adapter.latents_for_decode(z)), latents, rtol=1e-6)
+
+
+def test_bad_input_is_refused(hv):
+  with pytest.raises(ValueError, match="expected 4 latent channels"):
+    hv.decode(randn(1, 3, 5, 2, 3))
+  with pytest.raises(ValueError, match="expected 3 image channels"):
+    hv.encode(randn(1, 4, 5, 16, 16))
+
+
+def test_native_path_names_the_bridge(hv_dir):
+  import native_flax
+
+  with pytest.raises(UnsupportedModelError, match="native_flax path has no AutoencoderKLHunyuanVideo"):
+    native_flax.load(hv_dir)
+
+
+def test_preset_is_the_released_config():
+  """The preset is diffusers' defaults (HunyuanVideo's VAE), and our config's defaults are diffusers'."""
+  import inspect
+
+  from diffusers import AutoencoderKLHunyuanVideo
+
+  from torchax_vae.core.models import config_from_dict
+
+  assert PRESETS["hunyuanvideo"] == {"_class_name": HUNYUAN_VIDEO}
+  parameters = inspect.signature(AutoencoderKLHunyuanVideo.__init__).parameters
+  defaults = {k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in parameters.items() if k != "self"}
+  assert config_from_dict(PRESETS["hunyuanvideo"]).to_dict() == defaults
+
+
+@pytest.mark.multidevice
+def test_sharded_equals_unsharded(hv_dir):
+  vae = torchax_vae.load(hv_dir, cache_dir=False)
+  sharded = torchax_vae.load(hv_dir, mesh="dp=2,tp=4", cache_dir=False)
+  z = randn(3, 4, 7, 2, 6, seed=13)  # batch 3 on dp=2 (padded), two frame tiles
+  np.testing.assert_allclose(sharded.decode(z), vae.decode(z), atol=SHARDED_TOL, rtol=0)
+  x = np.tanh(randn(2, 3, 21, 16, 48, seed=5))
+  np.testing.assert_allclose(sharded.encode(x), vae.encode(x), atol=SHARDED_TOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_real_config_matches_diffusers(tmp_path):
+  """HunyuanVideo's released VAE config (random weights) at a small latent: two frame tiles."""
+  from diffusers import AutoencoderKLHunyuanVideo
+
+  directory = write_random_checkpoint(tmp_path / "vae", PRESETS["hunyuanvideo"], seed=0)
+  reference = AutoencoderKLHunyuanVideo.from_pretrained(directory).eval()
+  vae = torchax_vae.load(directory, cache_dir=False)
+  z = randn(1, 16, 5, 4, 6, seed=1)
+  out = np.asarray(vae.decode(z))
+  expected = torch_decode(reference, z)
+  err = float(np.abs(out - expected).max())
+  print(f"HunyuanVideo real config, (1,16,5,4,6) -> {out.shape}: max abs {err:.2e}")
+  assert out.shape == (1, 3, 17, 32, 48) and err <= TOL
+  x = np.tanh(randn(1, 3, 9, 32, 48, seed=2))
+  assert float(np.abs(np.asarray(vae.encode(x)) - torch_encode_mean(reference, x)).max()) <= TOL
