@@ -51,7 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 
-PATHS = ("torchax", "native_flax", "torch")
+PATHS = ("torchax", "native_flax", "torch", "generic")
+DEFAULT_PATHS = ("torchax", "native_flax", "torch")  # generic: torchax_vae.load(generic=True), asked for by name
 DTYPES = ("float32", "bfloat16")
 VERSIONED = ("torch", "torchax", "jax", "jaxlib", "flax", "diffusers")
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
@@ -104,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("--mesh", default=None, help="e.g. dp=2,tp=4 (default: one device); simulated on a CPU host")
-  parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated subset of {','.join(PATHS)}")
+  parser.add_argument(
+    "--paths", default=",".join(DEFAULT_PATHS),
+    help=f"comma-separated subset of {','.join(PATHS)} (default: %(default)s; generic: the torchax path through "
+    "diffusers' own decode, one program per input, also for a class with an adapter)",
+  )  # fmt: skip
   parser.add_argument(
     "--model",
     default=None,
@@ -780,7 +785,7 @@ def plot(results: list[dict], path: Path, model: str = "VAE") -> bool:
     return False
   rows = [r for r in results if not r["error"]]
   labels = [f"{r['path']}\nT={r['latent_shape'][2]}{' tiled' if r.get('tiled') else ''}" for r in rows]
-  colors = {"torch": "tab:blue", "torchax": "tab:orange", "native_flax": "tab:green"}
+  colors = {"torch": "tab:blue", "torchax": "tab:orange", "native_flax": "tab:green", "generic": "tab:red"}
   panels = [
     ("cold compile (s)", [r["compile_s"] for r in rows]),
     ("warm start, JAX cache (s)", [r["cache_load_s"] for r in rows]),

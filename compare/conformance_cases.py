@@ -414,7 +414,8 @@ CASES.update({
       "Framewise decoding is ON by default (use_framewise_decoding=True): for T > tile_sample_min_num_frames//4 = 4 "
       "latent frames, _temporal_tiled_decode makes one decoder call per tile_sample_stride_num_frames//4 = 3 latent "
       "frames (tiles of 5, blended): T=3: 1 call, T=5: 2, T=7: 3; encode likewise above 16 sample frames. Tiling args "
-      "split the 2x3 latent into 2x3 = 6 tiles. No non-persistent buffers."
+      "split the 2x3 latent into 2x3 = 6 tiles. No non-persistent buffers. Runs through its adapter "
+      "(core.models.hunyuan_video): the driver walks those frame tiles with one program per tile length."
     ),
   ),
   "AutoencoderKLHunyuanVideo15": Case(

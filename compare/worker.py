@@ -51,9 +51,12 @@ JAX_PATHS = {
   "torchax": (
     "torchax_vae",
     ("torchax_vae.adapter_steps", "torchax_vae.core.loading"),
-    ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.generic"),
+    ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.models.hunyuan_video",
+     "torchax_vae.models.ltx_video", "torchax_vae.generic"),
   ),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert"), ()),
+  # torchax_vae.load(..., generic=True): diffusers' own decode traced whole, also for an adapter's class
+  "generic": ("torchax_vae", ("torchax_vae.generic", "torchax_vae.core.loading"), ("torchax_vae.backend",)),
 }
 MATMUL_SIZE = 2048
 
@@ -313,21 +316,26 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   return breakdown, compiled
 
 
-def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None) -> dict[str, int]:
+def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None, *, temporal=None) -> dict[str, int]:
   """How often decode runs each program: CogVideoX T=2 -> first 1, steady 0; T=13 -> first 1, steady 5;
   Wan T=21 -> first 1, steady 20.
 
   Tiled (``tiles``: a :func:`tile_layout`): per tile shape, e.g. ``{"first 6x5": 1, "steady 6x5": 0, …}``,
   each tile of that shape running the first program once and the steady one per later frame step.
+  In frame tiles (``temporal``: ``runner.temporal_tiles("decode", T)``, HunyuanVideo): per tile length, e.g. T=11 ->
+  ``{"first t5": 3, "first t2": 1}`` (with spatial tiles, ``"first t5 6x5"``, …).
   """
-  steady = len(adapter.decode_plan(num_latent_frames)) - 1
-  if tiles is None:
-    return {"first": 1, "steady": steady}
-  runs = {}
-  for shape, count in tiles["shapes"].items():
-    runs[f"first {shape}"] = count
-    runs[f"steady {shape}"] = count * steady
-  return runs
+  from collections import Counter
+
+  lengths = [num_latent_frames] if temporal is None else [end - start for start, end in temporal.spans]
+  runs: Counter[str] = Counter()
+  for length in lengths:
+    prefix = "" if temporal is None else f" t{length}"
+    steady = len(adapter.decode_plan(length)) - 1
+    for shape, count in ({"": 1} if tiles is None else {f" {k}": v for k, v in tiles["shapes"].items()}).items():
+      runs[f"first{prefix}{shape}"] += count
+      runs[f"steady{prefix}{shape}"] += count * steady
+  return dict(runs)
 
 
 def program_cost(compiled, field: str = "flops") -> float | None:
@@ -397,7 +405,8 @@ def run_jax(args: dict) -> dict:
   from torchax_vae.core.errors import UnsupportedModelError
 
   try:
-    runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir))
+    generic = {"generic": True} if args["path"] == "generic" else {}
+    runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir), **generic)
   except (NotImplementedError, UnsupportedModelError) as err:
     # A path that has no port of this model (yet): reported as not available, not as a failure.
     raise PathUnavailable(f"{args['path']} path unavailable: {err}") from err
@@ -457,7 +466,7 @@ def run_jax(args: dict) -> dict:
 
   tiles = runner_tile_layout(runner, z.shape[3:])
   # The generic path runs the module's own decode: one program ("whole"), once.
-  runs = {"whole": 1} if runner.generic else program_runs(runner.adapter, z.shape[2], tiles)
+  runs = {"whole": 1} if runner.generic else program_runs(runner.adapter, z.shape[2], tiles, temporal=runner.temporal_tiles("decode", z.shape[2]))
   flops = [program_cost(compiled[name], "flops") for name in used]
   moved = [program_cost(compiled[name], "bytes accessed") for name in used]
   devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]

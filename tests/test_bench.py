@@ -233,6 +233,15 @@ def test_program_runs_follow_diffusers_frame_batching():
   assert worker.program_runs(COGVIDEOX, 13) == {"first": 1, "steady": 5}
 
 
+def test_program_runs_in_frame_tiles():
+  """HunyuanVideo T=11: frame tiles of 5 latent frames every 3, the last one 2 frames long."""
+  hunyuan = models.HunyuanVideo(models.HunyuanVideoVAEConfig())
+  temporal = hunyuan.temporal_tiles(hunyuan.default_tiling(), "decode", 11, framewise=True)
+  assert worker.program_runs(hunyuan, 11, temporal=temporal) == {"first t5": 3, "steady t5": 0, "first t2": 1, "steady t2": 0}
+  layout = {"shapes": {"32x32": 4, "32x8": 2}}
+  assert worker.program_runs(hunyuan, 11, layout, temporal=temporal)["first t5 32x8"] == 3 * 2
+
+
 def test_markdown_table_shows_a_failed_path():
   row = bench.empty_record("native_flax", None, (1, 4, 2, 4, 4), "float32")
   row["error"] = "native_flax path unavailable: import failed: ImportError: x"

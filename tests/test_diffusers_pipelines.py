@@ -33,6 +33,13 @@ WAN_TRANSFORMER = dict(
   ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
 )  # fmt: skip
 
+HUNYUAN_VIDEO_VAE = dict(latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
+HUNYUAN_VIDEO_TRANSFORMER = dict(
+  in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1, num_single_layers=1,
+  num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True, text_embed_dim=16, pooled_projection_dim=8,
+  rope_axes_dim=(2, 4, 4),
+)  # fmt: skip
+
 
 def _saved(vae, directory):
   vae.save_pretrained(directory)
@@ -51,6 +58,13 @@ def wan_vae(tmp_path_factory):
   torch.manual_seed(0)
   vae = diffusers.AutoencoderKLWan(**WAN_VAE).eval()
   return vae, _saved(vae, tmp_path_factory.mktemp("wan-vae"))
+
+
+@pytest.fixture(scope="module")
+def hunyuan_video_vae(tmp_path_factory):
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKLHunyuanVideo(**HUNYUAN_VIDEO_VAE).eval()
+  return vae, _saved(vae, tmp_path_factory.mktemp("hunyuan-video-vae"))
 
 
 def _embeds(seed: int) -> dict:
@@ -103,6 +117,29 @@ def wan_i2v(vae):
   return pipe, dict(height=16, width=16, num_frames=9, image=_image(16, 16))
 
 
+class _HunyuanVideoEmbeds:
+  """HunyuanVideoPipeline takes Llama prompt embeddings, their mask and CLIP's pooled ones (no text encoders)."""
+
+  def __init__(self, pipe):
+    self.pipe = pipe
+
+  def __call__(self, prompt_embeds, negative_prompt_embeds, **kwargs):
+    del negative_prompt_embeds  # true_cfg_scale 1: no negative pass
+    g = torch.Generator().manual_seed(2)
+    return self.pipe(prompt_embeds=prompt_embeds[:, :8, :16], pooled_prompt_embeds=torch.randn(1, 8, generator=g),
+                     prompt_attention_mask=torch.ones(1, 8, dtype=torch.long), **kwargs)  # fmt: skip
+
+
+def hunyuan_video_t2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.HunyuanVideoTransformer3DModel(**HUNYUAN_VIDEO_TRANSFORMER)
+  pipe = diffusers.HunyuanVideoPipeline(
+    text_encoder=None, tokenizer=None, transformer=transformer, vae=vae, text_encoder_2=None, tokenizer_2=None,
+    scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+  )  # fmt: skip
+  return _HunyuanVideoEmbeds(pipe), dict(height=16, width=16, num_frames=25)  # 7 latent frames: two frame tiles
+
+
 def _image(height: int, width: int):
   from PIL import Image
 
@@ -122,6 +159,7 @@ PIPELINES = {
   "CogVideoXImageToVideoPipeline": (cogvideox_i2v, "cogvideox_vae"),
   "WanPipeline": (wan_t2v, "wan_vae"),
   "WanImageToVideoPipeline": (wan_i2v, "wan_vae"),
+  "HunyuanVideoPipeline": (hunyuan_video_t2v, "hunyuan_video_vae"),
 }
 
 

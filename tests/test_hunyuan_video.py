@@ -222,3 +222,26 @@ def test_real_config_matches_diffusers(tmp_path):
   assert out.shape == (1, 3, 17, 32, 48) and err <= TOL
   x = np.tanh(randn(1, 3, 9, 32, 48, seed=2))
   assert float(np.abs(np.asarray(vae.encode(x)) - torch_encode_mean(reference, x)).max()) <= TOL
+
+
+@pytest.mark.multidevice
+def test_only_the_attention_gathers(hv_dir):
+  """dp=2,tp=4, each program of a decode with two frame tiles (5 and 2 latent frames): every conv and
+  norm keeps the width split (the norms' statistics are all-reduced, the convs exchange halos); the one
+  all-gather per program is the mid-block attention's input at latent resolution: diffusers'
+  ``HunyuanVideoMidBlock3D`` flattens ``(T, H, W)`` into one token axis with a causal mask over all of
+  them, so every device needs every position's keys and values."""
+  import re
+
+  from compare.collectives import count_collectives, step_hlo
+
+  sharded = torchax_vae.load(hv_dir, mesh="dp=2,tp=4", cache_dir=False)
+  channels = sharded.config.block_out_channels[-1]
+  texts = step_hlo(sharded, (2, 4, 7, 4, 8))
+  assert len(texts) == 2  # the full tile's program and the last tile's
+  for text, frames in zip(texts, (5, 4)):
+    counts = count_collectives(text)
+    assert counts["all-gather"] == 1 and counts["all-reduce"] > 0 and counts["collective-permute"] > 0, counts
+    gathered = re.findall(r"= f32\[([\d,]+)\]\{[^}]*\} all-gather\(", text)
+    # per dp shard: 1 sample x the tile's frames x latent height 4 x width 8 x the attention's channels
+    assert sorted(map(int, gathered[0].split(","))) == sorted([1, frames, 4, 8, channels]), gathered

@@ -48,6 +48,7 @@ def load(
   mesh: Mesh | str | None = None,
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
+  generic: bool = False,
 ) -> Runner | GenericRunner:
   """Loads a diffusers autoencoder (hub id or local dir); returns a runner with ``decode``/``encode``.
 
@@ -65,6 +66,9 @@ def load(
       programs are also stored there as serialized executables (``executables/``), so a later
       process starts without tracing; a stored program that does not fit is recompiled.
     revision: hub revision (branch, tag or commit).
+    generic: run the class through the generic path even where it has an adapter (diffusers' own
+      ``decode``/``encode`` traced whole, one program per input signature): for comparing the two
+      (``compare.bench --paths generic``); exact either way.
   """
   from .core import mesh as mesh_lib
   from .core.checkpoint import resolve_checkpoint_dir
@@ -77,7 +81,7 @@ def load(
     raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
   mesh = mesh_lib.make_mesh(mesh)
   directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
-  if generic_class_name(directory) is not None:
+  if generic or generic_class_name(directory) is not None:
     # No adapter: the unmodified module's own decode/encode, one program per call signature.
     from .generic import load_generic
 

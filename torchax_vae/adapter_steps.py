@@ -50,6 +50,7 @@ DIFFUSERS_MODEL_FILES = {
   "cogvideox": "autoencoder_kl_cogvideox.py",
   "wan": "autoencoder_kl_wan.py",
   "hunyuan_video": "autoencoder_kl_hunyuan_video.py",
+  "ltx_video": "autoencoder_kl_ltx.py",
 }
 
 
@@ -150,8 +151,8 @@ class TorchSide:
 
     return expected_shapes(self.module)
 
-  def decode_step(self, params, z, conv_cache):
-    return self._build()[1].decode_step(params, z, conv_cache)
+  def decode_step(self, params, z, conv_cache, *condition):
+    return self._build()[1].decode_step(params, z, conv_cache, *condition)
 
   def encode_step(self, params, x, conv_cache):
     return self._build()[1].encode_step(params, x, conv_cache)

@@ -394,12 +394,13 @@ def make_steps(
   jittable = interop.JittableModule(module, dedup_parameters=False)
 
   def as_jax(step):
-    def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any):
+    def pure(params: dict[str, jax.Array], inputs: jax.Array, conv_cache: Any, *condition: jax.Array):
       # JAX values in, torchax tensors through the unmodified torch code, JAX values out.
+      # `condition`: the decode's inputs besides the latents (LTX's temb), passed on after the cache.
       params = {k: _torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
-      params_t, inputs_t, cache_t = env.j2t_iso((params, inputs, conv_cache))
+      params_t, inputs_t, cache_t, condition_t = env.j2t_iso((params, inputs, conv_cache, condition))
       with env, torch.no_grad(), conv_lib.using_form(conv3d_form), tracking_resizes():
-        out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t)
+        out = jittable.functional_call(step, params_t, {}, inputs_t, cache_t, *condition_t)
       return env.t2j_iso(out)
 
     return pure

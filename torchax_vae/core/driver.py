@@ -8,10 +8,12 @@ tiling), and hand the result back in the caller's kind. Two things vary, each in
   compression, frame plans, tiling rule, what comes before encode / after decode, its posterior;
 * the **backend** (torchax on the unmodified diffusers module; the NNX port): pure JAX functions
 
-    decode_step(params, z, conv_cache) -> (video, conv_cache)     # conv_cache is None on the first step
+    decode_step(params, z, conv_cache, *condition) -> (video, conv_cache)   # conv_cache is None on the first step
     encode_step(params, x, conv_cache) -> (moments, conv_cache)
 
-  in its own layout (``"BCTHW"`` for torchax, ``"BTHWC"`` for native_flax). A step's cache must
+  in its own layout (``"BCTHW"`` for torchax, ``"BTHWC"`` for native_flax). ``condition``: what
+  diffusers' decode takes besides the latents, as the adapter prepares it (LTX's decode timestep
+  ``temb``, ``(B,)``); empty for most models. A step's cache must
   have the same structure and shapes whatever the number of frames in the step (it depends only
   on batch and spatial size), so one steady program serves every later step.
 
@@ -202,7 +204,7 @@ class Runner:
 
     return jax.tree.map(pad, cache)
 
-  def _unpad_cache(self, cache: Any, step: StepFn, params: Any, inputs: jax.Array, kind: str) -> Any:
+  def _unpad_cache(self, cache: Any, step: StepFn, params: Any, inputs: jax.Array, kind: str, condition: tuple = ()) -> Any:
     """Inverse of :meth:`_pad_cache`; the true shapes are those a first step returns for ``inputs``.
 
     A step's cache depends only on batch and spatial size, not on how many frames the step has (the
@@ -215,23 +217,23 @@ class Runner:
       return cache
     first = self.plan(kind, inputs.shape[self._time_axis()])[0]
     first_in = self._slice_time(inputs, first.start, first.end)
-    _, true = jax.eval_shape(lambda p, x: step(p, x, None), params, first_in)
+    _, true = jax.eval_shape(lambda p, x, c: step(p, x, None, *c), params, first_in, condition)
     return jax.tree.map(lambda a, t: a if a.shape == t.shape else a[tuple(slice(0, n) for n in t.shape)], cache, true)
 
   def _jit_step(self, step: StepFn, label: str, *, first: bool) -> Callable:
     if first:
 
-      def program(params, inputs):
+      def program(params, inputs, *condition):
         self.trace_counts[label] += 1
-        out, cache = step(params, self._constrain(inputs), None)
+        out, cache = step(params, self._constrain(inputs), None, *condition)
         return self._constrain(out), self._constrain_cache(self._pad_cache(cache))
 
     else:
 
-      def program(params, inputs, cache):
+      def program(params, inputs, cache, *condition):
         self.trace_counts[label] += 1
-        cache = self._unpad_cache(self._constrain_cache(cache), step, params, inputs, label.split("_")[0])
-        out, cache = step(params, self._constrain(inputs), cache)
+        cache = self._unpad_cache(self._constrain_cache(cache), step, params, inputs, label.split("_")[0], condition)
+        out, cache = step(params, self._constrain(inputs), cache, *condition)
         return self._constrain(out), self._constrain_cache(self._pad_cache(cache))
 
     program.__name__ = f"{self.name}_{label}"
@@ -294,6 +296,7 @@ class Runner:
     start = time.perf_counter()
     temporal = self.temporal_tiles(kind, shape[2])
     lengths = [shape[2]] if temporal is None else temporal.lengths()
+    condition = self._condition_example(shape[0]) if kind == DECODE else ()
     grid = self.tile_grid(kind, *shape[3:])  # decided on the caller's sizes, as decode/encode do
     records = []
     for length in lengths:
@@ -314,12 +317,14 @@ class Runner:
         del walks[prefix]
       for suffix, walk_in in walks.items():
         first_in = self._slice_time(walk_in, plan[0].start, plan[0].end)
-        records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in), time.perf_counter() - start))
+        records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in, *condition), time.perf_counter() - start))
         if len(plan) > 1:
           start = time.perf_counter()
           cache = self.steady_cache_spec(records[-1].executable)
           steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end)
-          records.append(self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache), time.perf_counter() - start))
+          records.append(
+            self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache, *condition), time.perf_counter() - start)
+          )
         start = time.perf_counter()
     return records
 
@@ -352,23 +357,23 @@ class Runner:
     return plan
 
   def _walk(
-    self, kind: str, x: jax.Array, tick: Callable[[], None] | None = None
+    self, kind: str, x: jax.Array, tick: Callable[[], None] | None = None, condition: tuple = ()
   ) -> Iterator[jax.Array]:
     cache = None
     for start, end, label in self.plan(kind, x.shape[self._time_axis()]):
       chunk = self._slice_time(x, start, end)
       if label == FIRST:
-        out, cache = self._call(f"{kind}_{FIRST}", self.params, chunk)
+        out, cache = self._call(f"{kind}_{FIRST}", self.params, chunk, *condition)
       else:
-        out, cache = self._call(f"{kind}_{STEADY}", self.params, chunk, cache)
+        out, cache = self._call(f"{kind}_{STEADY}", self.params, chunk, cache, *condition)
       if tick is not None:  # report a finished step, not a dispatched one
         jax.block_until_ready(out)
         tick()
       yield out
 
-  def _walk_concat(self, kind: str, x: jax.Array, tick: Callable[[], None] | None) -> jax.Array:
+  def _walk_concat(self, kind: str, x: jax.Array, tick: Callable[[], None] | None, condition: tuple = ()) -> jax.Array:
     """All frame steps of ``x``, their outputs joined along time (backend layout)."""
-    outputs = list(self._walk(kind, x, tick))
+    outputs = list(self._walk(kind, x, tick, condition))
     return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=self._time_axis())
 
   def _call(self, label: str, *args):
@@ -376,7 +381,12 @@ class Runner:
     return self.programs.get(label, self._jitted[label], args)(*args)
 
   def _run(
-    self, kind: str, x: jax.Array, grid: TileGrid | None, progress: Callable[[int, int], None] | None = None
+    self,
+    kind: str,
+    x: jax.Array,
+    grid: TileGrid | None,
+    progress: Callable[[int, int], None] | None = None,
+    condition: tuple = (),
   ) -> jax.Array:
     """The whole ``kind`` walk over ``x`` (backend layout in, driver layout out): frame tiles when
     the model tiles in time (:meth:`temporal_tiles`), each over the spatial tiles of ``grid`` (or
@@ -387,13 +397,19 @@ class Runner:
     tiles = 1 if grid is None else sum(map(len, grid.tiles(x.shape[h_axis], x.shape[w_axis])))
     tick = _ticker(progress, sum(tiles * len(self.plan(kind, end - start)) for start, end in spans))
     if temporal is None:
-      out = self._walk_space(kind, x, grid, tick)
+      out = self._walk_space(kind, x, grid, tick, condition)
     else:
-      out = self._walk_frame_tiles(kind, x, temporal, grid, tick)
+      out = self._walk_frame_tiles(kind, x, temporal, grid, tick, condition)
     return self._from_backend_layout(out)
 
   def _walk_frame_tiles(
-    self, kind: str, x: jax.Array, temporal: TemporalTiles, grid: TileGrid | None, tick: Callable[[], None] | None
+    self,
+    kind: str,
+    x: jax.Array,
+    temporal: TemporalTiles,
+    grid: TileGrid | None,
+    tick: Callable[[], None] | None,
+    condition: tuple = (),
   ) -> jax.Array:
     """diffusers' ``_temporal_tiled_decode``/``_temporal_tiled_encode``: each frame tile walked on its
     own (no cache between tiles), every later one without its first ``drop`` frames and blended over
@@ -402,9 +418,11 @@ class Runner:
     t_axis = self._time_axis()
     kept, previous = [], None
     for index, (start, end) in enumerate(temporal.spans):
-      out = self._walk_space(kind, self._slice_time(x, start, end), grid, tick)
+      out = self._walk_space(kind, self._slice_time(x, start, end), grid, tick, condition)
       if index:
-        out = jax.lax.slice_in_dim(out, min(temporal.drop, out.shape[t_axis]), out.shape[t_axis], axis=t_axis)
+        frames = out.shape[t_axis]
+        start, stop = (0, max(frames - temporal.drop, 0)) if temporal.drop_last else (min(temporal.drop, frames), frames)
+        out = jax.lax.slice_in_dim(out, start, stop, axis=t_axis)
         out = _blend(previous, out, temporal.blend, t_axis)
       previous = out
       keep = temporal.keep if index else temporal.keep_first
@@ -412,15 +430,19 @@ class Runner:
     out = kept[0] if len(kept) == 1 else jnp.concatenate(kept, axis=t_axis)
     return jax.lax.slice_in_dim(out, 0, min(temporal.total, out.shape[t_axis]), axis=t_axis)
 
-  def _walk_space(self, kind: str, x: jax.Array, grid: TileGrid | None, tick: Callable[[], None] | None) -> jax.Array:
+  def _walk_space(
+    self, kind: str, x: jax.Array, grid: TileGrid | None, tick: Callable[[], None] | None, condition: tuple = ()
+  ) -> jax.Array:
     """``x`` (backend layout) through the frame steps, whole or over the spatial tiles of ``grid``."""
-    return self._walk_concat(kind, x, tick) if grid is None else self._walk_tiles(kind, x, grid, tick)
+    if grid is None:
+      return self._walk_concat(kind, x, tick, condition)
+    return self._walk_tiles(kind, x, grid, tick, condition)
 
   def temporal_tiles(self, kind: str, num_frames: int) -> TemporalTiles | None:
     """The frame tiles a ``kind`` walk over ``num_frames`` input frames takes, or ``None`` (the
     model's frame plan over all of them): the adapter's rule with the current ``enable_tiling``
     values and ``use_framewise_decoding``/``use_framewise_encoding``."""
-    framewise = self.use_framewise_decoding if kind == DECODE else self.use_framewise_encoding
+    framewise = getattr(self, self.adapter.framewise_flag(kind))
     return self.adapter.temporal_tiles(self.tiling_values, kind, num_frames, framewise=framewise)
 
   def _batch_padding(self, batch: int) -> int:
@@ -484,7 +506,9 @@ class Runner:
     ``None`` when it is not tiled (tiling off, or the input no larger than a tile)."""
     return None if self.tiling is None else self.adapter.tile_grid(self.tiling, kind, height, width)
 
-  def _walk_tiles(self, kind: str, x: jax.Array, grid: TileGrid, tick: Callable[[], None] | None) -> jax.Array:
+  def _walk_tiles(
+    self, kind: str, x: jax.Array, grid: TileGrid, tick: Callable[[], None] | None, condition: tuple = ()
+  ) -> jax.Array:
     """diffusers' ``tiled_decode``/``tiled_encode``: overlapping tiles, each walked through the
     frame steps, blended into their upper and left neighbours (blended in place, as diffusers
     does), cut to what each keeps, stitched and (where the model does) cropped. Tiles of one shape
@@ -495,7 +519,7 @@ class Runner:
     for tile_row in tiles:
       row = []
       for tile_rows, tile_cols in tile_row:
-        tile_out = self._walk_concat(kind, self._tile(x, tile_rows, tile_cols), tick)
+        tile_out = self._walk_concat(kind, self._tile(x, tile_rows, tile_cols), tick, condition)
         if rows:
           tile_out = _blend(rows[-1][len(row)], tile_out, grid.blend[0], h_axis)
         if row:
@@ -512,10 +536,11 @@ class Runner:
 
   # --- public API ------------------------------------------------------------------------------
 
-  def decode(self, z: Any, *, check_finite: bool = True, progress: ProgressArg = None) -> Any:
-    """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, H * s, W * s)``, as diffusers' ``vae.decode(z).sample``.
+  def decode(self, z: Any, temb: Any = None, *, check_finite: bool = True, progress: ProgressArg = None) -> Any:
+    """Latents ``(B, C, T, H, W)`` -> video ``(B, 3, F, H * s, W * s)``, as diffusers' ``vae.decode(z, temb).sample``.
 
-    No latent scaling is applied. ``z`` may be a torch tensor, numpy array or ``jax.Array``; the
+    ``temb``: the decode timestep of a timestep-conditioned decoder (LTX-Video 0.9.1+: one value per
+    sample, ``(B,)``, or one for all); other models take none. No latent scaling is applied. ``z`` may be a torch tensor, numpy array or ``jax.Array``; the
     result is of the same kind (a ``jax.Array`` stays on device), in the model's dtype.
     ``progress``: ``True`` shows a bar; a callable ``progress(done, total)`` is called after each frame
     step (of each tile) has run; off by default.
@@ -525,10 +550,27 @@ class Runner:
     kinds.validate_video(array, "z", channels=self.adapter.latent_channels, channel_name="latent channels")
     if check_finite:
       kinds.check_finite(array, "z")
+    condition = self._decode_condition(self.adapter.decode_condition(temb, array.shape[0]))
     prepared = self._prepare(array)
     grid = self.tile_grid(DECODE, *array.shape[3:])
-    out = self._run(DECODE, prepared, grid, progress)
+    out = self._run(DECODE, prepared, grid, progress, condition)
     return self._result(self.adapter.after_decode(out), array.shape[0], kind)
+
+  def _decode_condition(self, values: tuple) -> tuple:
+    """The adapter's decode inputs besides the latents (``(B, …)`` each), as the programs take them:
+    cast, batch padded like the latents (:meth:`_batch_padding`), replicated over the mesh."""
+    prepared = []
+    for value in values:
+      value = jnp.asarray(value).astype(self.compute_dtype)
+      padding = self._batch_padding(value.shape[0])
+      if padding:
+        value = jnp.pad(value, [(0, padding)] + [(0, 0)] * (value.ndim - 1))
+      prepared.append(value if self.mesh is None else mesh_lib.put(value, mesh_lib.replicated(self.mesh)))
+    return tuple(prepared)
+
+  def _condition_example(self, batch: int) -> tuple:
+    """Decode inputs besides the latents of the kind a decode of ``batch`` samples gets (for precompiling)."""
+    return self._decode_condition(self.adapter.decode_condition(self.adapter.decode_condition_example(batch), batch))
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
     """Video ``(B, 3, F, H, W)`` in [-1, 1] -> latents ``(B, C, T, H / s, W / s)``.

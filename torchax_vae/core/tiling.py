@@ -49,22 +49,35 @@ class TemporalTiles:
   ``spans`` are the tiles' ``[start, end)`` in the input's frames (latent frames for decode), only
   those that reach the output: a tile whose kept frames would all lie past ``total`` changes nothing
   (blending looks back, never ahead), so it is not run. Of each tile's output every tile after the
-  first drops its first ``drop`` frames (its own causal start, which the previous tile covers), then
+  first drops its first ``drop`` frames (HunyuanVideo: its own causal start, which the previous tile
+  covers; LTX drops its last instead, ``drop_last``), then
   its first ``blend`` frames fade in over the previous tile's last ones (that tile as blended
   itself, as diffusers blends in place); the first tile keeps ``keep_first`` frames, the others
   ``keep``; the joined frames are cut to ``total``.
   """
 
   spans: tuple[tuple[int, int], ...]
-  drop: int  # output frames dropped from the head of every tile after the first
+  drop: int  # output frames dropped from every tile after the first (from its head, or its tail with drop_last)
   blend: int  # output frames each later tile blends over its predecessor's tail
   keep_first: int  # output frames kept of the first tile
   keep: int  # output frames kept of each later tile
   total: int  # output frames of the whole walk
+  drop_last: bool = False  # later tiles lose their last ``drop`` frames instead of their first (LTX's decode)
 
   @classmethod
   def over(
-    cls, num_frames: int, *, tile: int, stride: int, out_frames, drop: int, blend: int, keep_first: int, keep: int, total: int
+    cls,
+    num_frames: int,
+    *,
+    tile: int,
+    stride: int,
+    out_frames,
+    drop: int,
+    blend: int,
+    keep_first: int,
+    keep: int,
+    total: int,
+    drop_last: bool = False,
   ) -> TemporalTiles:
     """Tiles of up to ``tile`` input frames starting every ``stride`` (``range(0, num_frames, stride)``,
     as diffusers walks them), cut after the last one that contributes; ``out_frames(n)``: output
@@ -82,7 +95,7 @@ class TemporalTiles:
       kept = keep_first if not spans else keep
       produced += min(kept, max(out_frames(end - start) - (drop if spans else 0), 0))
       spans.append((start, end))
-    return cls(tuple(spans), drop=drop, blend=blend, keep_first=keep_first, keep=keep, total=total)
+    return cls(tuple(spans), drop=drop, blend=blend, keep_first=keep_first, keep=keep, total=total, drop_last=drop_last)
 
   def lengths(self) -> list[int]:
     """The distinct tile lengths (input frames), longest first: one program set each."""

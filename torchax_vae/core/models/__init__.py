@@ -17,10 +17,11 @@ from ..errors import UnsupportedModelError
 from .base import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
 from .cogvideox import CogVideoX, CogVideoXVAEConfig
 from .hunyuan_video import HunyuanVideo, HunyuanVideoVAEConfig
+from .ltx_video import LTXVideo, LTXVideoVAEConfig
 from .wan import Wan, WanVAEConfig
 
 # diffusers class name -> adapter, in the order messages list them.
-ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo)}
+ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo, LTXVideo)}
 _BY_CONFIG: dict[type, type[VideoVAE]] = {cls.config_class: cls for cls in ADAPTERS.values()}
 
 
@@ -75,6 +76,8 @@ __all__ = [
   "FrameStep",
   "HunyuanVideo",
   "HunyuanVideoVAEConfig",
+  "LTXVideo",
+  "LTXVideoVAEConfig",
   "TilingSettings",
   "VideoVAE",
   "Wan",

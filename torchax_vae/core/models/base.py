@@ -136,6 +136,9 @@ class VideoVAE:
   # enable_tiling (HunyuanVideo). Only meaningful where temporal_tiles can return tiles.
   framewise_decoding: ClassVar[bool] = False
   framewise_encoding: ClassVar[bool] = False
+  # Buffers of diffusers' module (weights, not config) its pipelines read as `vae.<name>` (LTX's latent
+  # statistics): handed to latents_for_decode / latents_from_encode as `buffers`.
+  module_buffers: ClassVar[tuple[str, ...]] = ()
 
   def __init__(self, config: Any):
     if not isinstance(config, self.config_class):
@@ -199,6 +202,20 @@ class VideoVAE:
     s = self.spatial_compression
     return (b, self.sample_channels, self.decoded_num_frames(t), h * s, w * s)
 
+  # --- decode inputs besides the latents -----------------------------------------------------------
+
+  def decode_condition(self, temb: Any, batch: int) -> tuple:
+    """What the decode steps take besides the latents, from ``decode(z, temb)``'s ``temb``: ``()`` for a
+    model whose diffusers decode has no ``temb`` (default: giving one is an error)."""
+    if temb is not None:
+      raise TypeError(f"temb: {self.class_name}'s decode takes no timestep (diffusers' decode(z) has none)")
+    return ()
+
+  def decode_condition_example(self, batch: int) -> Any:
+    """A ``temb`` of the kind a decode of ``batch`` samples needs (``None``: none), for precompiling."""
+    del batch
+    return None
+
   # --- before encode / after decode (driver layout: (B, C, T, H, W), jax arrays) -------------------
 
   def check_sample(self, x: jax.Array, name: str) -> None:
@@ -229,6 +246,10 @@ class VideoVAE:
     """The tiles of a ``kind`` walk over an input of ``(height, width)`` (as the caller gave it), or
     ``None`` when the model decodes/encodes that input whole."""
     raise NotImplementedError
+
+  def framewise_flag(self, kind: str) -> str:
+    """The runner attribute (diffusers' of that name) that switches ``kind``'s frame tiles on."""
+    return "use_framewise_decoding" if kind == DECODE else "use_framewise_encoding"
 
   def temporal_tiles(
     self, tiling: TilingSettings, kind: str, num_frames: int, *, framewise: bool

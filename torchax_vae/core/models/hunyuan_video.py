@@ -9,16 +9,10 @@
   first tile ``stride + 1``). Encode alike in sample frames (17 every 12, blend 1 latent frame).
   The driver walks those tiles with one program per tile length: a full tile and at most one
   shorter last one, whatever T.
-* A streaming plan (a cache between steps, as for CogVideoX) would not give diffusers' output even
-  inside one tile: every GroupNorm takes its statistics over all of a call's frames, and the
-  mid-block attention is causal over all of them (``prepare_causal_attention_mask``), so a step's
-  output depends on frames a cache of past inputs does not hold. Each tile is therefore one step.
+* No streaming plan: see :mod:`.frame_tiled` (GroupNorm and the mid-block attention span all frames).
 * Output frames: ``1 + 4 (T - 1)`` (the decoder's two time upsamplers keep the first frame and
   double the rest); encode: ``(F - 1) // 4 + 1`` latent frames.
-* Spatial tiling (``enable_tiling``: ``tile_sample_min_height/width`` 256, ``…_stride_height/width``
-  192, in sample pixels, and the frame sizes 16 and 12): tiles start every stride, blend
-  ``min - stride`` and keep ``stride``; the stitched result is cropped to the untiled size. Inside
-  frame tiles, each frame tile is tiled spatially, as diffusers nests them.
+* Spatial and frame tiling as :mod:`.frame_tiled` says (defaults 256/192 pixels, 16/12 frames).
 * ``HunyuanVideoPipeline`` returns ``(B, C, T, H, W)`` latents and decodes
   ``vae.decode(latents.to(vae.dtype) / scaling_factor)``.
 """
@@ -33,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CheckpointError
-from ..tiling import TemporalTiles, TileGrid
-from .base import DECODE, DiffusersConfig, FrameStep, TilingSettings, VideoVAE, plan_from_ranges
+from .base import DiffusersConfig
+from .frame_tiled import FrameTiledVAE, FrameTiling
 
 CLASS_NAME = "AutoencoderKLHunyuanVideo"
 
@@ -83,18 +77,11 @@ class HunyuanVideoVAEConfig(DiffusersConfig):
 
 
 @dataclasses.dataclass(frozen=True)
-class HunyuanVideoTiling(TilingSettings):
-  """diffusers' tiling parameters (``AutoencoderKLHunyuanVideo.enable_tiling``), in sample pixels and frames."""
-
-  tile_sample_min_height: int = 256
-  tile_sample_min_width: int = 256
-  tile_sample_min_num_frames: int = 16
-  tile_sample_stride_height: int = 192
-  tile_sample_stride_width: int = 192
-  tile_sample_stride_num_frames: int = 12
+class HunyuanVideoTiling(FrameTiling):
+  """diffusers' tiling parameters (``AutoencoderKLHunyuanVideo.enable_tiling``): 256/192 px, 16/12 frames."""
 
 
-class HunyuanVideo(VideoVAE):
+class HunyuanVideo(FrameTiledVAE):
   name = "hunyuan_video"
   class_name = CLASS_NAME
   config_class = HunyuanVideoVAEConfig
@@ -118,19 +105,7 @@ class HunyuanVideo(VideoVAE):
 
   @property
   def temporal_compression(self) -> int:
-    """Diffusers' ``temporal_compression_ratio`` (4): the unit of its frame-tile sizes."""
     return self.config.temporal_compression_ratio
-
-  def module_attributes(self) -> dict[str, Any]:
-    # HunyuanVideoPipeline: vae_scale_factor_temporal / _spatial from these
-    return {"spatial_compression_ratio": self.spatial_compression, "temporal_compression_ratio": self.temporal_compression}
-
-  # One step per call (or per frame tile): no cache can stand in for GroupNorm over all frames.
-  def decode_plan(self, num_latent_frames: int) -> list[FrameStep]:
-    return plan_from_ranges([(0, num_latent_frames)])
-
-  def encode_plan(self, num_frames: int) -> list[FrameStep]:
-    return plan_from_ranges([(0, num_frames)])
 
   def decoded_num_frames(self, num_latent_frames: int) -> int:
     t = num_latent_frames
@@ -151,55 +126,6 @@ class HunyuanVideo(VideoVAE):
 
   def default_tiling(self) -> HunyuanVideoTiling:
     return HunyuanVideoTiling()
-
-  def tile_grid(self, tiling: HunyuanVideoTiling, kind: str, height: int, width: int) -> TileGrid | None:
-    """diffusers' ``tiled_decode``/``tiled_encode`` (module docstring); ``height``/``width`` as the
-    caller gave them (latent pixels for decode)."""
-    minimum = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
-    stride = (tiling.tile_sample_stride_height, tiling.tile_sample_stride_width)
-    comp = self.spatial_compression
-    latent_min = (minimum[0] // comp, minimum[1] // comp)
-    if kind == DECODE:
-      if not (height > latent_min[0] or width > latent_min[1]):
-        return None
-      grid = dict(tile=latent_min, stride=(stride[0] // comp, stride[1] // comp),
-                  blend=(minimum[0] - stride[0], minimum[1] - stride[1]), keep=stride, crop=(height * comp, width * comp))  # fmt: skip
-    else:
-      if not (height > minimum[0] or width > minimum[1]):
-        return None
-      latent_stride = (stride[0] // comp, stride[1] // comp)
-      grid = dict(tile=minimum, stride=stride, blend=(latent_min[0] - latent_stride[0], latent_min[1] - latent_stride[1]),
-                  keep=latent_stride, crop=(height // comp, width // comp))  # fmt: skip
-    try:
-      return TileGrid(**grid)
-    except ValueError as err:
-      raise ValueError(f"tiling {tiling}: {err}") from None
-
-  def temporal_tiles(
-    self, tiling: HunyuanVideoTiling, kind: str, num_frames: int, *, framewise: bool
-  ) -> TemporalTiles | None:
-    """diffusers' ``_temporal_tiled_decode``/``_temporal_tiled_encode`` (module docstring), taken when
-    ``framewise`` and the input has more frames than a tile's minimum."""
-    r = self.temporal_compression
-    sample_min, sample_stride = tiling.tile_sample_min_num_frames, tiling.tile_sample_stride_num_frames
-    latent_min, latent_stride = sample_min // r, sample_stride // r
-    if kind == DECODE:
-      if not framewise or num_frames <= latent_min:
-        return None
-      return self._tiles(tiling, num_frames, tile=latent_min + 1, stride=latent_stride, out_frames=self.decoded_num_frames,
-                         blend=sample_min - sample_stride, keep=sample_stride, total=self.decoded_num_frames(num_frames))  # fmt: skip
-    if not framewise or num_frames <= sample_min:
-      return None
-    return self._tiles(tiling, num_frames, tile=sample_min + 1, stride=sample_stride, out_frames=self.encoded_num_frames,
-                       blend=latent_min - latent_stride, keep=latent_stride, total=(num_frames - 1) // r + 1)  # fmt: skip
-
-  @staticmethod
-  def _tiles(tiling, num_frames, *, tile, stride, out_frames, blend, keep, total) -> TemporalTiles:
-    try:
-      return TemporalTiles.over(num_frames, tile=tile, stride=stride, out_frames=out_frames, drop=1, blend=blend,
-                                keep_first=keep + 1, keep=keep, total=total)  # fmt: skip
-    except ValueError as err:
-      raise ValueError(f"tiling {tiling}: {err}") from None
 
   def latents_for_decode(
     self, latents: jax.Array, vae_dtype: Any = None, scaling_factor: float | None = None
