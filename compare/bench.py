@@ -6,7 +6,8 @@
     python -m compare.bench --model wan2.1 --latent 1,16,3,16,16  # Wan 2.1 config (wan2.2: C=48)
 
 ``--model`` is a preset name (random weights of a released config, written once and cached:
-``compare.checkpoints.PRESETS``: cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2),
+``compare.checkpoints.PRESETS``: cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2,
+hunyuanvideo, ltx-video-0.9.0, ltx-video-0.9.1),
 a hub id or a local VAE/pipeline dir.
 
 Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
@@ -84,6 +85,7 @@ class Plan:
   repeats: int
   out: Path
   tiling: dict | None = None  # enable_tiling's four arguments (--tiled), else None
+  framewise: bool = False  # --framewise: use_framewise_decoding = True on every path
   compile_only: bool = False  # --compile-only: lower + compile + memory analysis, no decode, no torch
   tiles: dict | None = None  # how --tiled splits the latent: compare.worker.tile_layout
   # --conv: the 3D convolution forms each JAX path is measured in ($TORCHAX_VAE_CONV per process);
@@ -114,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--model",
     default=None,
     help="a preset (random weights of a released config, offline: "
-    "cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2), a hub id or a local VAE dir",
+    "cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2, hunyuanvideo, ltx-video-0.9.0, "
+    "ltx-video-0.9.1), a hub id or a local VAE dir",
   )
   parser.add_argument("--latent", default="1,16,2,8,8", help="latent shape B,C,T,H,W (default: %(default)s)")
   parser.add_argument("--frames", default=None, help="latent T values to measure, e.g. 2,13 (overrides T in --latent)")
@@ -134,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="FORMS",
     help="the 3D convolution forms to measure each JAX path in, e.g. 3d,taps (rows side by side, one torch "
     "reference); default: the platform's (XLA:CPU taps, else 3d) or $TORCHAX_VAE_CONV",
+  )
+  parser.add_argument(
+    "--framewise",
+    action="store_true",
+    help="every path with diffusers' use_framewise_decoding = True (frame tiles: HunyuanVideo's default, LTX's "
+    "option); the JAX adapter runs one program per tile length",
   )
   parser.add_argument(
     "--tiled",
@@ -387,6 +396,7 @@ def validate(args: argparse.Namespace) -> Plan:
     out=Path(args.out),
     tiling=tiling,
     tiles=tiles,
+    framewise=args.framewise,
     compile_only=args.compile_only,
     conv_forms=conv_forms,
   )
@@ -441,7 +451,7 @@ def measure_torch(plan: Plan, shape: tuple[int, ...], tiling: dict | None = None
   reference.unlink(missing_ok=True)  # never compare against a previous run's output
   progress(f"{describe('torch', shape, tiling)}: eager decode")
   request = {"kind": "torch", "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype, "seed": SEED,
-             "repeats": plan.repeats, "reference": str(reference), "tiling": tiling}  # fmt: skip
+             "repeats": plan.repeats, "reference": str(reference), "tiling": tiling, "framewise": plan.framewise}  # fmt: skip
   result = run_worker(request, plan.env, plan.out / "logs" / f"torch-T{shape[2]}{tiled_suffix(tiling)}.log")
   record = empty_record("torch", None, shape, plan.dtype, tiling, plan.tiles)
   if not result.get("ok"):
@@ -491,7 +501,7 @@ def measure_jax(
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
-             "reference": str(reference) if reference else None, "tiling": tiling}  # fmt: skip
+             "reference": str(reference) if reference else None, "tiling": tiling, "framewise": plan.framewise}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   results = {}
   for phase in ("cold", "warm", "warm_exe"):
@@ -515,7 +525,7 @@ def measure_compile_only(
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
-             "tiling": tiling, "phase": "compile_only"}  # fmt: skip
+             "tiling": tiling, "framewise": plan.framewise, "phase": "compile_only"}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   progress(f"{label}: compile only (empty compile cache; nothing run)")
   log = plan.out / "logs" / f"{name}-compile-only.log"
@@ -669,6 +679,7 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "repeats": plan.repeats,
     "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     "tiling": plan.tiling,
+    "framewise": plan.framewise,
     "tiles": plan.tiles,
     "cpu_count": os.cpu_count(),
     "matmul_size": matmul.get("matmul_size"),

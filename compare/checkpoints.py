@@ -24,6 +24,11 @@ the keys equal to diffusers' defaults left out:
   [128, 256, 512, 512], 2 layers per block, ``latent_channels`` 16, ``scaling_factor`` 0.476986, 8x
   spatial, 4x temporal, mid-block attention; diffusers' ``scripts/convert_hunyuan_video_to_diffusers.py``
   builds the VAE with no arguments.
+* ``ltx-video-0.9.0`` (Lightricks/LTX-Video, ``ltx-video-2b-v0.9``): ``AutoencoderKLLTXVideo`` with
+  diffusers' defaults — 128 latent channels, 32x spatial and 8x temporal compression (patch 4), no
+  timestep conditioning; ``ltx-video-0.9.1`` (``ltx-video-2b-v0.9.1``): the decoder of three residual
+  up blocks (256, 512, 1024 channels; 5, 6, 7, 8 layers) with timestep conditioning and noise
+  injection. Both as ``get_vae_config`` in diffusers' ``scripts/convert_ltx_to_diffusers.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pathlib import Path
 COGVIDEOX = "AutoencoderKLCogVideoX"
 WAN = "AutoencoderKLWan"
 HUNYUAN_VIDEO = "AutoencoderKLHunyuanVideo"
+LTX_VIDEO = "AutoencoderKLLTXVideo"
 
 # The released configs (the `vae/config.json` of each hub repo), diffusers defaults elided.
 COGVIDEOX_2B = {"scaling_factor": 1.15258426}
@@ -81,6 +87,17 @@ PRESETS = {
   "wan2.1": WAN_2_1,
   "wan2.2": WAN_2_2,
   "hunyuanvideo": {"_class_name": HUNYUAN_VIDEO},  # diffusers' defaults are HunyuanVideo's VAE
+  "ltx-video-0.9.0": {"_class_name": LTX_VIDEO},  # diffusers' defaults are LTX-Video 0.9.0's VAE
+  "ltx-video-0.9.1": {
+    "_class_name": LTX_VIDEO,
+    "decoder_block_out_channels": [256, 512, 1024],
+    "decoder_layers_per_block": [5, 6, 7, 8],
+    "decoder_spatio_temporal_scaling": [True, True, True],
+    "decoder_inject_noise": [True, True, True, False],
+    "upsample_residual": [True, True, True],
+    "upsample_factor": [2, 2, 2],
+    "timestep_conditioning": True,
+  },
 }
 DEFAULT_PRESET = "cogvideox-2b"
 
@@ -127,6 +144,36 @@ TINY_HUNYUAN_VIDEO = {
   "norm_num_groups": 4,
 }
 
+# LTX-Video 0.9.0 and 0.9.1 structure, tiny widths: diffusers' tests/models/autoencoders/
+# test_models_autoencoder_ltx_video.py (the 0.9.0 and 0.9.1 configs); noise injection off, so that a
+# decode is deterministic and comparable (diffusers draws it with the global torch RNG).
+TINY_LTX_VIDEO_090 = {
+  "_class_name": LTX_VIDEO,
+  "latent_channels": 8,
+  "block_out_channels": [8, 8, 8, 8],
+  "decoder_block_out_channels": [8, 8, 8, 8],
+  "layers_per_block": [1, 1, 1, 1, 1],
+  "decoder_layers_per_block": [1, 1, 1, 1, 1],
+  "spatio_temporal_scaling": [True, True, False, False],
+  "decoder_spatio_temporal_scaling": [True, True, False, False],
+  "patch_size": 1,
+}
+TINY_LTX_VIDEO_091 = {
+  "_class_name": LTX_VIDEO,
+  "latent_channels": 8,
+  "block_out_channels": [8, 8, 8, 8],
+  "decoder_block_out_channels": [16, 32, 64],
+  "layers_per_block": [1, 1, 1, 1],
+  "decoder_layers_per_block": [1, 1, 1, 1],
+  "spatio_temporal_scaling": [True, True, True, False],
+  "decoder_spatio_temporal_scaling": [True, True, True],
+  "decoder_inject_noise": [False, False, False, False],
+  "upsample_residual": [True, True, True],
+  "upsample_factor": [2, 2, 2],
+  "timestep_conditioning": True,
+  "patch_size": 1,
+}
+
 
 def _model_class(config: dict):
   import diffusers
@@ -153,6 +200,15 @@ def write_random_checkpoint(directory: str | os.PathLike, config: dict | None = 
       for name, parameter in model.named_parameters():
         if name.endswith("gamma"):
           parameter.add_(0.25 * torch.randn_like(parameter))
+  if cls.__name__ == LTX_VIDEO:
+    # Zero-initialised timestep tables and identity latent statistics would hide a wrong temb or
+    # scaling; drawn instead, so a checkpoint tests that they are read and used.
+    with torch.no_grad():
+      for name, parameter in model.named_parameters():
+        if "scale_shift_table" in name or "timestep_scale_multiplier" in name:
+          parameter.add_(0.1 * torch.randn_like(parameter))
+      model.latents_mean.copy_(0.3 * torch.randn_like(model.latents_mean))
+      model.latents_std.copy_(0.5 + torch.rand_like(model.latents_std))
   model.save_pretrained(directory, **save_kwargs)
   return Path(directory)
 

@@ -567,7 +567,8 @@ CASES.update({
     note=(
       "Framewise decoding is off by default (use_framewise_decoding=False, not set by enable_tiling): one decoder call "
       "whatever T. decode takes an optional temb, used only by timestep_conditioning=True configs (0.9.1+); this 0.9.0 "
-      "config has none and needs none. Tiling args split the 4x6 latent into 2x3 = 6 tiles. No non-persistent buffers."
+      "config has none and needs none. Tiling args split the 4x6 latent into 2x3 = 6 tiles. No non-persistent buffers. "
+      "Runs through its adapter (core.models.ltx_video): frame tiles, when switched on, one program per tile length."
     ),
   ),
   "AutoencoderKLMagvit": Case(

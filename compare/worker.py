@@ -202,6 +202,8 @@ def run_torch(args: dict) -> dict:
   phases["weights"] = time.perf_counter() - start
   if args.get("tiling"):
     model.enable_tiling(**args["tiling"])
+  if args.get("framewise"):  # diffusers' attribute: frame tiles (HunyuanVideo's default, LTX's option)
+    model.use_framewise_decoding = True
   z = torch.from_numpy(latent(args["latent_shape"], args["seed"])).to(device=device, dtype=dtype)
   outputs = []
 
@@ -414,6 +416,8 @@ def run_jax(args: dict) -> dict:
   start_s["weights"] = time.perf_counter() - start
   if args.get("tiling"):
     runner.enable_tiling(**args["tiling"])
+  if args.get("framewise"):  # the generic path: the module's own attribute; an adapter: the runner's
+    (runner.module if runner.generic else runner).use_framewise_decoding = True
   if args["phase"] != "warm_exe":
     # Cold: compile (and store executables for warm_exe). Warm: JAX's persistent cache alone, the
     # warm start most JAX programs get; the stored executables are not looked at. Compile-only:

@@ -40,6 +40,11 @@ HUNYUAN_VIDEO_TRANSFORMER = dict(
   rope_axes_dim=(2, 4, 4),
 )  # fmt: skip
 
+LTX_TRANSFORMER = dict(
+  in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=8,
+  cross_attention_dim=32, num_layers=1, caption_channels=32,
+)  # fmt: skip
+
 
 def _saved(vae, directory):
   vae.save_pretrained(directory)
@@ -65,6 +70,27 @@ def hunyuan_video_vae(tmp_path_factory):
   torch.manual_seed(0)
   vae = diffusers.AutoencoderKLHunyuanVideo(**HUNYUAN_VIDEO_VAE).eval()
   return vae, _saved(vae, tmp_path_factory.mktemp("hunyuan-video-vae"))
+
+
+def _ltx_vae(tmp_path_factory, name, config):
+  from compare.checkpoints import write_random_checkpoint
+
+  directory = write_random_checkpoint(tmp_path_factory.mktemp(name), config, seed=0)  # latent statistics drawn
+  return diffusers.AutoencoderKLLTXVideo.from_pretrained(directory).eval(), directory
+
+
+@pytest.fixture(scope="module")
+def ltx_090_vae(tmp_path_factory):
+  from compare.checkpoints import TINY_LTX_VIDEO_090
+
+  return _ltx_vae(tmp_path_factory, "ltx-0.9.0-vae", TINY_LTX_VIDEO_090)
+
+
+@pytest.fixture(scope="module")
+def ltx_091_vae(tmp_path_factory):
+  from compare.checkpoints import TINY_LTX_VIDEO_091
+
+  return _ltx_vae(tmp_path_factory, "ltx-0.9.1-vae", TINY_LTX_VIDEO_091)
 
 
 def _embeds(seed: int) -> dict:
@@ -140,6 +166,29 @@ def hunyuan_video_t2v(vae):
   return _HunyuanVideoEmbeds(pipe), dict(height=16, width=16, num_frames=25)  # 7 latent frames: two frame tiles
 
 
+class _LTXEmbeds:
+  """LTXPipeline takes T5 prompt embeddings and their mask (no text encoder); guidance 1: no negative pass.
+  The decode timestep and noise scale (used by a timestep-conditioned VAE) are the pipeline's arguments,
+  its decode noise drawn with the pipeline's generator."""
+
+  def __init__(self, pipe):
+    self.pipe = pipe
+
+  def __call__(self, prompt_embeds, negative_prompt_embeds, guidance_scale, **kwargs):
+    del negative_prompt_embeds, guidance_scale
+    return self.pipe(prompt_embeds=prompt_embeds[:, :8], prompt_attention_mask=torch.ones(1, 8, dtype=torch.long),
+                     guidance_scale=1.0, decode_timestep=0.05, decode_noise_scale=0.025, **kwargs)  # fmt: skip
+
+
+def ltx_t2v(vae):
+  torch.manual_seed(0)
+  transformer = diffusers.LTXVideoTransformer3DModel(**LTX_TRANSFORMER)
+  pipe = diffusers.LTXPipeline(
+    scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer
+  )
+  return _LTXEmbeds(pipe), dict(height=32, width=32, num_frames=9)
+
+
 def _image(height: int, width: int):
   from PIL import Image
 
@@ -160,6 +209,8 @@ PIPELINES = {
   "WanPipeline": (wan_t2v, "wan_vae"),
   "WanImageToVideoPipeline": (wan_i2v, "wan_vae"),
   "HunyuanVideoPipeline": (hunyuan_video_t2v, "hunyuan_video_vae"),
+  "LTXPipeline-0.9.0": (ltx_t2v, "ltx_090_vae"),
+  "LTXPipeline-0.9.1": (ltx_t2v, "ltx_091_vae"),  # timestep-conditioned: temb passed positionally, latents_mean/std read
 }
 
 

@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     action="store_true",
     help="classes without an adapter: the latents are the VAE's own input (no scaling_factor/shift_factor)",
   )
+  decode.add_argument(
+    "--video-shape",
+    default=None,
+    metavar="F,H,W",
+    help="LTX-Video's packed (B, S, C) latents (LTXPipeline output_type='latent'): the video's frames, height, width",
+  )
+  decode.add_argument(
+    "--decode-timestep", type=float, default=None, help="LTX-Video 0.9.1+: LTXPipeline's decode_timestep (default 0.0)"
+  )
+  decode.add_argument(
+    "--decode-noise-scale", type=float, default=None, help="LTX-Video 0.9.1+: LTXPipeline's decode_noise_scale (default: the timestep)"
+  )
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
   add_job_arguments(decode, "latent files decoded together (of one shape)")
   add_distributed_arguments(decode)
@@ -268,6 +280,13 @@ def run_decode(args: argparse.Namespace) -> int:
     return _run_generic_decode(args, latents, class_name, start, lead)
   if args.raw:
     raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
+  adapter = None
+  if args.video_shape is not None:  # packed tokens (LTX): the model's config unpacks them, before any check
+    adapter = _adapter(args)
+    try:
+      latents = adapter.unpack_latents(latents, _ints(args.video_shape, "--video-shape", 3))
+    except ValueError as err:
+      raise pipeline.LatentsError(str(err)) from None
   pipeline.check_latents(latents, args.layout or pipeline.VAE_LAYOUT)  # rank, dtype: before anything else
   batch = latents.shape[0]
   paths = pipeline.output_paths(args.output, batch)
@@ -275,7 +294,7 @@ def run_decode(args: argparse.Namespace) -> int:
     pipeline.check_writable(paths)
   # The model's config (torch-free, no weights): its pipeline layout and channels check the latents
   # before any weights are read.
-  adapter = _adapter(args)
+  adapter = adapter or _adapter(args)
   layout = args.layout or adapter.pipeline_layout
   pipeline.check_latents(latents, layout, adapter.latent_channels, adapter.class_name)
   if args.scaling_factor is not None and not adapter.scales_by_factor:
@@ -291,7 +310,9 @@ def run_decode(args: argparse.Namespace) -> int:
   try:
     # uint8 frames made on the device: a quarter of float32's bytes come to the host
     frames = pipeline.decode_latents(
-      runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress, output_type="uint8"
+      runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress, output_type="uint8",
+      decode_timestep=args.decode_timestep if adapter.takes_decode_timestep else None,
+      decode_noise_scale=args.decode_noise_scale if adapter.takes_decode_timestep else None,
     )  # (B, F, H, W, 3) numpy; gathered onto every process
   finally:
     progress.close()
@@ -418,6 +439,17 @@ def _run_job_command(job, args: argparse.Namespace, items, settings, identity, m
   )  # fmt: skip
   print(summary.describe())
   return 1 if summary.failed else 0
+
+
+def _ints(text: str, flag: str, count: int) -> tuple[int, ...]:
+  """``"49,480,720"`` -> ``(49, 480, 720)``; :class:`UsageError` unless ``count`` positive integers."""
+  try:
+    values = tuple(int(v) for v in text.split(","))
+  except ValueError:
+    values = ()
+  if len(values) != count or min(values, default=0) < 1:
+    raise UsageError(f"{flag} {text!r}: expected {count} positive integers separated by commas")
+  return values
 
 
 def _size(text: str | None) -> tuple[int, int] | None:

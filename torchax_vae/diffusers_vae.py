@@ -38,8 +38,10 @@ for a ``ModelMixin``): pass ``vae=None`` and assign it afterwards, or assign it 
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers.configuration_utils import FrozenDict
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution
@@ -110,6 +112,8 @@ class DiffusersVAE:
       attributes = self.runner.adapter.module_attributes()
       if name in attributes:
         return attributes[name]
+      if name in self.runner.adapter.module_buffers:  # LTX's latents_mean / latents_std: weights, as torch tensors
+        return torch.from_numpy(np.array(self.runner.params[name], dtype=np.float32)).to(self.dtype)
     raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
   @property
@@ -160,20 +164,47 @@ class DiffusersVAE:
 
   # --- decode / encode --------------------------------------------------------------------------------
 
-  def decode(self, z: torch.Tensor, return_dict: bool = True, **kwargs: Any) -> DecoderOutput | tuple[torch.Tensor]:
+  def decode(self, z: torch.Tensor, *args: Any, **kwargs: Any) -> DecoderOutput | tuple[torch.Tensor]:
     """``(B, C, T, H, W)`` latents (already scaled by the pipeline) -> ``DecoderOutput(sample=(B, 3, F,
     H*s, W*s))``, or ``(sample,)`` with ``return_dict=False``; on ``z``'s device, in ``z``'s dtype.
 
-    A generic runner takes the class's own keywords (LTX's ``temb``, the temporal decoder's
-    ``num_frames``); ``generator`` (image pipelines pass one) is dropped: a decode that draws noise
-    draws it inside its program. The adapters' decodes take no keywords.
+    The arguments after ``z`` are the class's own, positional or by name, as its diffusers ``decode``
+    takes them (LTX: ``decode(z, temb, return_dict)``, as ``LTXPipeline`` calls it). A generic runner
+    takes the class's own keywords (the temporal decoder's ``num_frames``); an adapter's decode takes
+    ``temb`` where the model has one. ``generator`` (image pipelines pass one) is dropped: a decode
+    that draws noise draws it inside its program.
     """
+    kwargs = self._decode_arguments(args, kwargs)
+    return_dict = kwargs.pop("return_dict", True)
     # No NaN check (diffusers' VAE has none; it would cost a reduction and a host sync per call).
     kwargs.pop("generator", None)
-    extra = {k: v for k, v in kwargs.items() if v is not None} if self.generic else {}
-    video = self._per_item(functools.partial(self.runner.decode, check_finite=False, **extra), _tensor(z, "z"))
+    if self.generic:
+      extra = {k: v for k, v in kwargs.items() if v is not None}
+      video = self._per_item(functools.partial(self.runner.decode, check_finite=False, **extra), _tensor(z, "z"))
+    else:  # temb, one per sample, is sliced with the latents (diffusers' use_slicing does so)
+      temb = kwargs.get("temb")
+      z = _tensor(z, "z")
+      if temb is None:
+        video = self._per_item(functools.partial(self.runner.decode, check_finite=False), z)
+      elif self.use_slicing and z.shape[0] > 1:
+        temb = torch.as_tensor(temb).reshape(-1).expand(z.shape[0])
+        video = torch.cat([self.runner.decode(zi, ti, check_finite=False) for zi, ti in zip(z.split(1), temb.split(1))])
+      else:
+        video = self.runner.decode(z, temb, check_finite=False)
     video = _like(video, z)
     return DecoderOutput(sample=video) if return_dict else (video,)
+
+  def _decode_arguments(self, args: tuple, kwargs: dict) -> dict:
+    """``decode``'s arguments after ``z`` by name, bound as the diffusers class's ``decode`` binds them."""
+    cls = type(self.runner.module) if self.generic else _class(f"diffusers.{self.runner.adapter.class_name}")
+    names = [n for n in inspect.signature(cls.decode).parameters if n not in ("self", "z", "args", "kwargs")]
+    if len(args) > len(names):
+      raise TypeError(f"decode() takes {len(names) + 1} positional arguments (z, {', '.join(names)}); got {len(args) + 1}")
+    for name, value in zip(names, args):
+      if name in kwargs:
+        raise TypeError(f"decode() got multiple values for argument {name!r}")
+      kwargs[name] = value
+    return kwargs
 
   def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput | tuple[Any]:
     """``(B, 3, F, H, W)`` video in ``[-1, 1]`` -> ``AutoencoderKLOutput(latent_dist=...)``: diffusers'

@@ -734,10 +734,13 @@ def encode_job(
   with ``python -m torchax_vae decode`` (or :func:`~torchax_vae.pipeline.decode_latents`) gives the
   video back. ``model``: :func:`model_identity` of the checkpoint (part of every job key).
   """
+  from . import pipeline
+
   adapter = runner.adapter
   check_encode_settings(adapter, settings)
   out_dir = Path(out_dir)
   dtype = jnp.dtype(runner.compute_dtype).name
+  buffers = pipeline.buffer_arguments(runner)  # LTX's latent statistics (weights)
 
   def run(values: list[tuple[np.ndarray, dict, Item]]) -> list[np.ndarray]:
     frames = np.stack([frames for frames, _, _ in values])  # (B, F, H, W, 3) uint8: a quarter of float32's bytes
@@ -751,7 +754,7 @@ def encode_job(
     else:
       keys = jnp.stack([sample_key(settings.sample_seed, item) for _, _, item in values])
       latents = jax.vmap(lambda m, k: adapter.posterior(m[None], k)[0])(moments, keys)
-    return list(np.asarray(adapter.latents_from_encode(latents)))  # blocks until the device is done
+    return list(np.asarray(adapter.latents_from_encode(latents, **buffers)))  # blocks until the device is done
 
   def write(item: Item, value: Any, latents: np.ndarray, key: str, paths: list[Path]) -> int:
     frames, info, _ = value

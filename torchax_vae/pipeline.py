@@ -181,10 +181,17 @@ def decode_latents(
   check_finite: bool = True,
   progress: ProgressArg = None,
   output_type: str = "video",
+  video_shape: tuple[int, int, int] | None = None,
+  decode_timestep: Any = None,
+  decode_noise_scale: Any = None,
+  generator: Any = None,
 ) -> Any:
   """What the model's pipeline does with its latents, on a JAX runner: latents -> video in ``[-1, 1]``.
 
-  CogVideoX: ``CogVideoXPipeline.decode_latents``; Wan: ``WanPipeline``'s de-normalisation and decode.
+  CogVideoX: ``CogVideoXPipeline.decode_latents``; Wan: ``WanPipeline``'s de-normalisation and decode;
+  HunyuanVideo: ``/ scaling_factor``; LTX-Video: ``LTXPipeline``'s unpacking, de-normalisation (the
+  VAE's ``latents_mean``/``latents_std`` buffers) and, for a timestep-conditioned decoder, its decode
+  noise and timestep.
 
   Args:
     model: a runner from :func:`torchax_vae.load` or :func:`native_flax.load`.
@@ -199,6 +206,12 @@ def decode_latents(
       latents>).sample``). ``"uint8"``: the frames diffusers' video processor makes of that video,
       ``(B, F, H*s, W*s, 3)`` uint8, computed where the video is (:func:`uint8_frames`), so only a
       quarter of float32's bytes leave the device.
+    video_shape: LTX's packed ``(B, S, C)`` latents: the video's ``(num_frames, height, width)``, as
+      given to the pipeline, to unpack them.
+    decode_timestep, decode_noise_scale: LTX (timestep-conditioned, 0.9.1 on): the pipeline's
+      arguments of those names (defaults 0.0 and the timestep).
+    generator: LTX's decode noise: a ``torch.Generator`` (the pipeline's, for its exact noise), a JAX
+      PRNG key, or ``None`` (``jax.random.key(0)``).
 
   Returns the same kind as ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller
   JAX, numpy and torch results are gathered onto every process.
@@ -207,6 +220,10 @@ def decode_latents(
     raise ValueError(f"output_type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
   adapter = model.adapter
   array, kind = kinds.to_jax(latents, "latents")
+  try:
+    array = adapter.unpack_latents(array, video_shape)
+  except ValueError as err:
+    raise LatentsError(str(err)) from None
   layout = adapter.pipeline_layout if layout is None else layout
   array = to_vae_layout(array, layout, adapter.latent_channels, adapter.class_name)
   if check_finite:
@@ -214,16 +231,40 @@ def decode_latents(
       kinds.check_finite(array, "latents")
     except ValueError as err:
       raise LatentsError(str(err)) from None
+  buffers = buffer_arguments(model)
   try:
-    array = adapter.latents_for_decode(array, vae_dtype=model.compute_dtype, scaling_factor=scaling_factor)
+    array = adapter.latents_for_decode(array, vae_dtype=model.compute_dtype, scaling_factor=scaling_factor, **buffers)
+    noise = _decode_noise(array, generator) if adapter.takes_decode_timestep else None
+    array, temb = adapter.decode_timestep_inputs(array, decode_timestep, decode_noise_scale, noise)
   except CheckpointError:
     raise  # the VAE config cannot de-normalise (e.g. latents_mean of another length): not the latents' fault
   except ValueError as err:
     raise LatentsError(str(err)) from None
-  video = model.decode(array, check_finite=False, progress=progress)
+  video = model.decode(array, temb, check_finite=False, progress=progress)
   if output_type == "uint8":
     video = uint8_frames(video)
   return kinds.from_jax(video, kind)
+
+
+def buffer_arguments(model: Any) -> dict[str, Any]:
+  """``{"buffers": {name: array}}`` of the module buffers the model's latent scaling reads (LTX's
+  ``latents_mean``/``latents_std``, weights of the checkpoint), or ``{}``: keyword arguments for the
+  adapter's ``latents_for_decode`` / ``latents_from_encode``."""
+  names = model.adapter.module_buffers
+  return {"buffers": {name: model.params[name] for name in names}} if names else {}
+
+
+def _decode_noise(latents: jax.Array, generator: Any) -> jax.Array:
+  """``randn`` of the latents' shape: from a ``torch.Generator`` as diffusers' ``randn_tensor`` draws
+  it on the CPU (the pipeline's own noise), else from a JAX key (default ``jax.random.key(0)``)."""
+  if generator is not None and type(generator).__module__.startswith("torch"):
+    import torch
+
+    dtype = torch.bfloat16 if latents.dtype == jnp.bfloat16 else torch.float32  # drawn in the latents' dtype
+    noise = torch.randn(latents.shape, generator=generator, dtype=dtype)
+    return jnp.asarray(noise.float().numpy()).astype(latents.dtype)
+  key = jax.random.key(0) if generator is None else generator
+  return jax.random.normal(key, latents.shape, jnp.float32).astype(latents.dtype)
 
 
 # --- frames out -----------------------------------------------------------------------------------

@@ -277,6 +277,27 @@ class VideoVAE:
     """How :meth:`latents_for_decode` scales, in a few words (for messages)."""
     raise NotImplementedError
 
+  def unpack_latents(self, latents: jax.Array, video_shape: tuple[int, int, int] | None) -> jax.Array:
+    """The pipeline's ``output_type="latent"`` output as the 5-D latents :meth:`latents_for_decode`
+    takes; only packed-token pipelines (LTX's ``(B, S, D)``) change anything. Default: as it is."""
+    del video_shape
+    return latents
+
+  def decode_timestep_inputs(
+    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any
+  ) -> tuple[jax.Array, Any]:
+    """``(latents, temb)`` as a timestep-conditioned decoder's pipeline hands them to ``vae.decode``
+    (LTX: noise mixed in); default: no timestep (``decode_timestep`` must be ``None``)."""
+    del noise
+    if decode_timestep is not None or decode_noise_scale is not None:
+      raise ValueError(f"decode_timestep/decode_noise_scale: {self.class_name}'s decoder takes no timestep")
+    return latents, None
+
+  @property
+  def takes_decode_timestep(self) -> bool:
+    """Whether decode needs ``temb`` (LTX 0.9.1 on), so that pipelines draw decode noise."""
+    return self.decode_condition_example(1) is not None
+
   def latents_from_encode(self, latents: jax.Array) -> jax.Array:
     """The inverse of :meth:`latents_for_decode` on ``vae.encode``'s latents ``(B, C, T, H, W)``: the
     diffusion model's latents in the pipeline's layout, as the model's training scripts cache them

@@ -225,6 +225,45 @@ class LTXVideo(FrameTiledVAE):
                            jnp.broadcast_to(mean, latents.shape))  # fmt: skip
     return latents if vae_dtype is None else latents.astype(vae_dtype)
 
+  def unpack_latents(self, latents: jax.Array, video_shape: tuple[int, int, int] | None) -> jax.Array:
+    """``LTXPipeline._unpack_latents`` (transformer patch sizes 1, as every LTX-Video release): packed
+    ``(B, S, C)`` tokens, ``S = T * h * w`` for a video of ``video_shape = (frames, height, width)``
+    (the pipeline's ``num_frames``, ``height``, ``width``), -> ``(B, C, T, h, w)``; 5-D latents pass."""
+    if latents.ndim == 5:
+      return latents
+    if latents.ndim != 3 or video_shape is None:
+      raise ValueError(
+        f"latents: LTX pipelines return packed (B, S, C) latents (unpacked: (B, C, T, H, W)); a packed one needs "
+        f"the video's (num_frames, height, width) to unpack it, got shape {tuple(latents.shape)} and video_shape {video_shape}"
+      )
+    frames, height, width = video_shape
+    t = (frames - 1) // self.temporal_compression + 1
+    h, w = height // self.spatial_compression, width // self.spatial_compression
+    b, tokens, channels = latents.shape
+    if tokens != t * h * w or channels != self.latent_channels:
+      raise ValueError(
+        f"latents: a {frames}x{height}x{width} video has {t}x{h}x{w} = {t * h * w} latent tokens of {self.latent_channels} "
+        f"channels, got shape {tuple(latents.shape)}"
+      )
+    return jnp.moveaxis(latents.reshape(b, t, h, w, channels), -1, 1)
+
+  def decode_timestep_inputs(
+    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any
+  ) -> tuple[jax.Array, Any]:
+    """``LTXPipeline`` after de-normalising: a timestep-conditioned decoder gets ``temb =
+    decode_timestep`` (per sample; default 0.0) and latents ``(1 - s) * latents + s * noise`` with ``s
+    = decode_noise_scale`` (default: the timestep); ``noise``: ``randn`` of the latents' shape (the
+    pipeline draws it with its generator). Without timestep conditioning: unchanged, no temb."""
+    if not self.config.timestep_conditioning:
+      return latents, None
+    b = latents.shape[0]
+    per_sample = lambda v: np.broadcast_to(np.asarray(v, np.float64).reshape(-1), (b,))  # noqa: E731
+    timestep = per_sample(0.0 if decode_timestep is None else decode_timestep)
+    scale = timestep if decode_noise_scale is None else per_sample(decode_noise_scale)
+    scale = jnp.asarray(scale.reshape(b, 1, 1, 1, 1), latents.dtype)
+    mixed = _mix(latents, jnp.asarray(noise, latents.dtype), jnp.broadcast_to(scale, latents.shape))
+    return mixed, jnp.asarray(timestep, latents.dtype)
+
   def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
     return f"* latents_std / {self.config.scaling_factor if scaling_factor is None else scaling_factor:g} + latents_mean"
 
@@ -249,6 +288,11 @@ class LTXVideo(FrameTiledVAE):
 @jax.jit
 def _denormalize(latents, std, factor, mean):
   return latents * std / factor + mean
+
+
+@jax.jit
+def _mix(latents, noise, scale):
+  return (1 - scale) * latents + scale * noise
 
 
 @jax.jit

@@ -1,0 +1,268 @@
+"""LTX-Video 0.9.x (``AutoencoderKLLTXVideo``) through its adapter, against diffusers PyTorch on the same
+weights (fp32 max abs ≤ 1e-4): the 0.9.0 structure (no timestep) and the 0.9.1 one (timestep-conditioned
+residual decoder), diffusers' default one call and its frame tiles (``use_framewise_decoding``), the
+pipelines' latent hand-off."""
+
+from __future__ import annotations
+
+import copy
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import randn, torch_encode_mean
+
+torch = pytest.importorskip("torch")
+
+import torchax_vae  # noqa: E402
+from compare.checkpoints import PRESETS, TINY_LTX_VIDEO_090, TINY_LTX_VIDEO_091, write_random_checkpoint  # noqa: E402
+from torchax_vae.pipeline import LatentsError  # noqa: E402
+
+TOL = 1e-4
+TINY = {"0.9.0": TINY_LTX_VIDEO_090, "0.9.1": TINY_LTX_VIDEO_091}
+# Frame tiles of 3 latent frames every 1: the 0.9.1 structure compresses time 8x (diffusers' defaults,
+# 16 and 8 sample frames), the tiny 0.9.0 one 4x (8 and 4).
+FRAME_TILES = {"0.9.0": dict(tile_sample_min_num_frames=8, tile_sample_stride_num_frames=4),
+               "0.9.1": dict(tile_sample_min_num_frames=16, tile_sample_stride_num_frames=8)}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=list(TINY))
+def version(request):
+  return request.param
+
+
+@pytest.fixture(scope="module")
+def ltx_dirs(tmp_path_factory):
+  return {v: write_random_checkpoint(tmp_path_factory.mktemp(f"ltx{v}") / "vae", c, seed=0) for v, c in TINY.items()}
+
+
+@pytest.fixture(scope="module")
+def ltx_torch(ltx_dirs):
+  from diffusers import AutoencoderKLLTXVideo
+
+  return {v: AutoencoderKLLTXVideo.from_pretrained(d).eval() for v, d in ltx_dirs.items()}
+
+
+def _temb(version, batch):
+  return np.linspace(0.05, 0.5, batch).astype(np.float32) if version == "0.9.1" else None
+
+
+def _torch_decode(model, z, temb=None, **attributes):
+  reference = copy.deepcopy(model) if attributes else model
+  tiling = attributes.pop("tiling", None)
+  if tiling is not None:
+    reference.enable_tiling(**tiling)
+  for name, value in attributes.items():
+    setattr(reference, name, value)
+  with torch.no_grad():
+    return reference.decode(torch.from_numpy(z), None if temb is None else torch.from_numpy(temb)).sample.numpy()
+
+
+def _z(version, batch, frames, hw, seed):
+  return randn(batch, 8, frames, *hw, seed=seed)
+
+
+@pytest.mark.parametrize("frames", [2, 5])
+def test_decode_matches_diffusers(ltx_dirs, ltx_torch, version, frames):
+  """diffusers' default: one decoder call whatever T (batch 2, non-square)."""
+  vae = torchax_vae.load(ltx_dirs[version], cache_dir=False)
+  assert vae.temporal_tiles("decode", frames) is None
+  z, temb = _z(version, 2, frames, (4, 6), frames), _temb(version, 2)
+  out = np.asarray(vae.decode(z, temb))
+  expected = _torch_decode(ltx_torch[version], z, temb)
+  assert out.shape == expected.shape == vae.adapter.decoded_shape(z.shape)
+  assert float(np.abs(out - expected).max()) <= TOL
+
+
+@pytest.mark.parametrize("frames", [3, 5, 8])
+def test_frame_tiles_match_diffusers(ltx_dirs, ltx_torch, version, frames):
+  """``use_framewise_decoding``: frame tiles, each later one without its *last* frame (diffusers'
+  ``decoded[:, :, :-1]``), blended: T=3 one tile, 5 and 8 several and a short last one."""
+  vae = torchax_vae.load(ltx_dirs[version], cache_dir=False)
+  vae.enable_tiling(**FRAME_TILES[version])
+  vae.disable_tiling()  # the frame sizes stay; framewise decoding is its own switch, as in diffusers
+  vae.use_framewise_decoding = True
+  z, temb = _z(version, 1, frames, (4, 6), frames), _temb(version, 1)
+  tiles = vae.temporal_tiles("decode", frames)
+  assert len(tiles.spans) == frames - 1  # 3 frames every 1, the last one 2 frames long
+  expected = _torch_decode(ltx_torch[version], z, temb, tiling=FRAME_TILES[version], use_tiling=False,
+                           use_framewise_decoding=True)  # fmt: skip
+  out = np.asarray(vae.decode(z, temb))
+  assert out.shape == expected.shape
+  assert float(np.abs(out - expected).max()) <= TOL
+
+
+def test_frame_and_spatial_tiles_match_diffusers(ltx_dirs, ltx_torch):
+  tiling = dict(FRAME_TILES["0.9.1"], tile_sample_min_height=16, tile_sample_min_width=16, tile_sample_stride_height=8,
+                tile_sample_stride_width=8)  # fmt: skip
+  vae = torchax_vae.load(ltx_dirs["0.9.1"], cache_dir=False)
+  vae.enable_tiling(**tiling)
+  vae.use_framewise_decoding = True
+  z, temb = _z("0.9.1", 1, 5, (3, 4), 3), _temb("0.9.1", 1)
+  expected = _torch_decode(ltx_torch["0.9.1"], z, temb, tiling=tiling, use_framewise_decoding=True)
+  assert vae.tile_grid("decode", 3, 4) is not None and len(vae.temporal_tiles("decode", 5).spans) > 1
+  assert float(np.abs(np.asarray(vae.decode(z, temb)) - expected).max()) <= TOL
+
+
+@pytest.mark.parametrize(("batch", "frames", "framewise"), [(2, 9, False), (1, 25, True)])
+def test_encode_matches_diffusers(ltx_dirs, ltx_torch, version, batch, frames, framewise):
+  """Encode, whole or in frame tiles (diffusers' ``_encode`` switches those on ``use_framewise_decoding``)."""
+  vae = torchax_vae.load(ltx_dirs[version], cache_dir=False)
+  reference = copy.deepcopy(ltx_torch[version])
+  if framewise:
+    for model in (vae, reference):
+      model.enable_tiling(**FRAME_TILES[version])
+      model.use_framewise_decoding = True
+    vae.disable_tiling()
+    reference.use_tiling = False
+    assert len(vae.temporal_tiles("encode", frames).spans) > 1
+  x = np.tanh(randn(batch, 3, frames, 16, 24, seed=frames))
+  got = np.asarray(vae.encode(x))
+  expected = torch_encode_mean(reference, x)
+  assert got.shape == expected.shape
+  assert float(np.abs(got - expected).max()) <= TOL
+
+
+def test_programs_do_not_grow_with_t(ltx_dirs):
+  """Frame tiles (diffusers' default sizes): one program per tile length; 5 to 20 latent frames (up to
+  153 video frames) run the same two, a full tile of 3 latent frames and a last one of 2."""
+  vae = torchax_vae.load(ltx_dirs["0.9.1"], cache_dir=False)
+  vae.use_framewise_decoding = True
+  for t in (5, 8, 12, 20):
+    assert vae.decode(randn(1, 8, t, 2, 2, seed=t), 0.05).shape[2] == 1 + 8 * (t - 1)
+  assert vae.trace_counts == {"decode_first": 2}
+
+
+def test_decode_timestep_is_required_where_the_decoder_takes_one(ltx_dirs):
+  conditioned = torchax_vae.load(ltx_dirs["0.9.1"], cache_dir=False)
+  with pytest.raises(ValueError, match="needs the decode timestep"):
+    conditioned.decode(randn(2, 8, 2, 2, 2))
+  with pytest.raises(ValueError, match=r"one decode timestep per sample \(2\)"):
+    conditioned.decode(randn(2, 8, 2, 2, 2), np.zeros(3, np.float32))
+  import jax
+
+  from torchax_vae.core.models import LTXVideo, LTXVideoVAEConfig
+
+  released = LTXVideo(LTXVideoVAEConfig())  # patch_size 4: the encoder reshapes H and W by 4
+  with pytest.raises(ValueError, match="patchifies by 1x4x4"):
+    released.check_sample(jax.ShapeDtypeStruct((1, 3, 9, 30, 32), jnp.float32), "x")
+
+
+def test_pipeline_latents(ltx_dirs, ltx_torch, version):
+  """``decode_latents`` of ``LTXPipeline``'s packed ``output_type="latent"`` output: unpack,
+  de-normalise with the VAE's buffers, and (0.9.1) mix the pipeline's decode noise drawn with its
+  generator, decode at ``decode_timestep`` — against diffusers' own static methods and VAE."""
+  from diffusers import LTXPipeline
+  from diffusers.utils.torch_utils import randn_tensor
+
+  model = ltx_torch[version]
+  vae = torchax_vae.load(ltx_dirs[version], cache_dir=False)
+  frames, height, width = 9, 16, 24
+  r, c = vae.adapter.temporal_compression, vae.adapter.spatial_compression
+  t, h, w = (frames - 1) // r + 1, height // c, width // c
+  packed = randn(2, t * h * w, 8, seed=9)
+  options = dict(decode_timestep=[0.05, 0.1], decode_noise_scale=0.025) if version == "0.9.1" else {}
+  video = np.asarray(torchax_vae.decode_latents(vae, packed, video_shape=(frames, height, width),
+                                                generator=torch.Generator().manual_seed(3), **options))  # fmt: skip
+  latents = LTXPipeline._unpack_latents(torch.from_numpy(packed), t, h, w)
+  latents = LTXPipeline._denormalize_latents(latents, model.latents_mean, model.latents_std, model.config.scaling_factor)
+  timestep = None
+  if version == "0.9.1":
+    noise = randn_tensor(latents.shape, generator=torch.Generator().manual_seed(3), dtype=latents.dtype)
+    timestep = torch.tensor([0.05, 0.1])
+    latents = (1 - 0.025) * latents + 0.025 * noise
+  with torch.no_grad():
+    expected = model.decode(latents, timestep).sample.numpy()
+  assert float(np.abs(video - expected).max()) <= TOL
+  with pytest.raises(LatentsError, match="needs the video's"):
+    torchax_vae.decode_latents(vae, packed)
+  # the inverse, as LTXImageToVideoPipeline normalises its condition latents
+  unpacked = vae.adapter.unpack_latents(jnp.asarray(packed), (frames, height, width))
+  buffers = {k: vae.params[k] for k in ("latents_mean", "latents_std")}
+  round_trip = vae.adapter.latents_for_decode(vae.adapter.latents_from_encode(unpacked, buffers=buffers), buffers=buffers)
+  np.testing.assert_allclose(np.asarray(round_trip), np.asarray(unpacked), atol=1e-5)
+
+
+def test_bfloat16(ltx_dirs, ltx_torch):
+  vae = torchax_vae.load(ltx_dirs["0.9.1"], dtype="bfloat16", cache_dir=False)
+  z, temb = _z("0.9.1", 1, 3, (4, 6), 11), _temb("0.9.1", 1)
+  out = vae.decode(z, temb)
+  assert out.dtype == jnp.bfloat16
+  err = np.abs(np.asarray(out, np.float32) - _torch_decode(ltx_torch["0.9.1"], z, temb))
+  print(f"LTX-Video 0.9.1 tiny, torchax bf16 vs torch fp32, (1,8,3,4,6): max abs {err.max():.4f}, mean {err.mean():.5f}")
+  assert err.max() < 0.1
+
+
+def test_presets_are_the_conversion_script_configs():
+  from torchax_vae.core.models import config_from_dict
+
+  v090 = config_from_dict(PRESETS["ltx-video-0.9.0"])
+  v091 = config_from_dict(PRESETS["ltx-video-0.9.1"])
+  assert (v090.latent_channels, v090.spatial_compression, v090.temporal_compression) == (128, 32, 8)
+  assert not v090.timestep_conditioning and v091.timestep_conditioning
+  assert v091.decoder_block_out_channels == (256, 512, 1024) and v091.decoder_layers_per_block == (5, 6, 7, 8)
+
+
+@pytest.mark.multidevice
+def test_sharded_equals_unsharded(ltx_dirs):
+  vae = torchax_vae.load(ltx_dirs["0.9.1"], cache_dir=False)
+  sharded = torchax_vae.load(ltx_dirs["0.9.1"], mesh="dp=2,tp=4", cache_dir=False)
+  z, temb = randn(3, 8, 3, 2, 8, seed=13), np.array([0.05, 0.1, 0.2], np.float32)  # batch 3 on dp=2 (padded)
+  np.testing.assert_allclose(sharded.decode(z, temb), vae.decode(z, temb), atol=1e-5, rtol=0)
+  x = np.tanh(randn(2, 3, 9, 16, 64, seed=5))
+  np.testing.assert_allclose(sharded.encode(x), vae.encode(x), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_real_config_matches_diffusers(tmp_path):
+  """LTX-Video 0.9.0's released VAE config (random weights) at a small latent."""
+  from diffusers import AutoencoderKLLTXVideo
+
+  directory = write_random_checkpoint(tmp_path / "vae", PRESETS["ltx-video-0.9.0"], seed=0)
+  reference = AutoencoderKLLTXVideo.from_pretrained(directory).eval()
+  vae = torchax_vae.load(directory, cache_dir=False)
+  z = randn(1, 128, 3, 2, 3, seed=1)
+  out = np.asarray(vae.decode(z))
+  err = float(np.abs(out - _torch_decode(reference, z)).max())
+  print(f"LTX-Video 0.9.0 real config, (1,128,3,2,3) -> {out.shape}: max abs {err:.2e}")
+  assert out.shape == (1, 3, 17, 64, 96) and err <= TOL
+  x = np.tanh(randn(1, 3, 9, 64, 96, seed=2))
+  assert float(np.abs(np.asarray(vae.encode(x)) - torch_encode_mean(reference, x)).max()) <= TOL
+
+
+def test_cli_decodes_packed_latents(ltx_dirs, tmp_path, capsys):
+  """``python -m torchax_vae decode z.npy -o out.mp4 --video-shape F,H,W --decode-timestep T``: the
+  packed pipeline output of a timestep-conditioned LTX VAE, to an MP4 of the pipeline's frames."""
+  import imageio_ffmpeg
+
+  from torchax_vae import cli
+
+  vae = torchax_vae.load(ltx_dirs["0.9.1"], cache_dir=False)
+  packed = randn(1, 2 * 2 * 3, 8, seed=4)  # 9 frames of 16x24: 2 x 2 x 3 latent tokens
+  np.save(tmp_path / "z.npy", packed)
+  args = ["decode", str(tmp_path / "z.npy"), "-o", str(tmp_path / "out.mp4"), "--model", str(ltx_dirs["0.9.1"]),
+          "--video-shape", "9,16,24", "--decode-timestep", "0.05", "--decode-noise-scale", "0", "--no-progress"]  # fmt: skip
+  assert cli.main(args) == 0, capsys.readouterr().err
+  reader = imageio_ffmpeg.read_frames(str(tmp_path / "out.mp4"))
+  meta = next(reader)
+  assert meta["size"] == (24, 16) and sum(1 for _ in reader) == 9
+  expected = torchax_vae.decode_latents(vae, packed, video_shape=(9, 16, 24), decode_timestep=0.05, decode_noise_scale=0.0,
+                                        output_type="uint8")  # fmt: skip
+  assert np.asarray(expected).shape == (1, 9, 16, 24, 3)
+  assert cli.main([*args[:-3], "--video-shape", "9,16,16", "--no-progress"]) == cli.EXIT_USAGE
+  assert "2x2x2 = 8 latent tokens" in capsys.readouterr().err
+
+
+@pytest.mark.multidevice
+def test_no_gathers_on_a_mesh(ltx_dirs):
+  """dp=2,tp=4: LTX's norms are per position (RMS over channels), it has no attention, so nothing is
+  gathered or reduced across the width split; the convolutions exchange halos (collective-permutes)."""
+  from compare.collectives import count_collectives, step_hlo
+
+  sharded = torchax_vae.load(ltx_dirs["0.9.1"], mesh="dp=2,tp=4", cache_dir=False)
+  sharded.use_framewise_decoding = True
+  texts = step_hlo(sharded, (2, 8, 5, 4, 8))  # the full frame tile's program and the last one's
+  assert len(texts) == 2
+  for text in texts:
+    counts = count_collectives(text)
+    assert counts["all-gather"] == 0 and counts["all-reduce"] == 0 and counts["collective-permute"] > 0, counts
