@@ -174,6 +174,28 @@ TINY_LTX_VIDEO_091 = {
   "patch_size": 1,
 }
 
+# LTX-2 structure (spatial / temporal / spatio-temporal down blocks, causal decoder), tiny widths:
+# diffusers' tests/models/autoencoders/test_models_autoencoder_ltx2_video.py (get_init_dict), decoder
+# widths (16, 32, 64) -> (8, 16, 32), the compression ratios given, timestep conditioning on.
+TINY_LTX2_VIDEO = {
+  "_class_name": "AutoencoderKLLTX2Video",
+  "latent_channels": 8,
+  "block_out_channels": [8, 8, 8, 8],
+  "decoder_block_out_channels": [8, 16, 32],
+  "layers_per_block": [1, 1, 1, 1, 1],
+  "decoder_layers_per_block": [1, 1, 1, 1],
+  "spatio_temporal_scaling": [True, True, True, True],
+  "decoder_spatio_temporal_scaling": [True, True, True],
+  "decoder_inject_noise": [False, False, False, False],
+  "downsample_type": ["spatial", "temporal", "spatiotemporal", "spatiotemporal"],
+  "upsample_residual": [True, True, True],
+  "upsample_factor": [2, 2, 2],
+  "timestep_conditioning": True,
+  "patch_size": 1,
+  "spatial_compression_ratio": 8,
+  "temporal_compression_ratio": 8,
+}
+
 
 def _model_class(config: dict):
   import diffusers
@@ -200,7 +222,7 @@ def write_random_checkpoint(directory: str | os.PathLike, config: dict | None = 
       for name, parameter in model.named_parameters():
         if name.endswith("gamma"):
           parameter.add_(0.25 * torch.randn_like(parameter))
-  if cls.__name__ == LTX_VIDEO:
+  if cls.__name__ in (LTX_VIDEO, "AutoencoderKLLTX2Video"):
     # Zero-initialised timestep tables and identity latent statistics would hide a wrong temb or
     # scaling; drawn instead, so a checkpoint tests that they are read and used.
     with torch.no_grad():

@@ -527,7 +527,8 @@ CASES.update({
       "H/W), and tiled decode uses those attributes: without them these tiling args raise ValueError (range step 0), "
       "and 32/16 tiles give a 24x40 output instead of 16x24. decode also takes temb (only for "
       "timestep_conditioning=True configs; off here) and causal. Tiling args split the 2x3 latent into 6 tiles. No non-"
-      "persistent buffers."
+      "persistent buffers. Runs through its adapter (core.models.ltx2_video): frame tiles, when switched on, one "
+      "program per tile length."
     ),
   ),
   "AutoencoderKLLTXVideo": Case(

@@ -51,6 +51,7 @@ DIFFUSERS_MODEL_FILES = {
   "wan": "autoencoder_kl_wan.py",
   "hunyuan_video": "autoencoder_kl_hunyuan_video.py",
   "ltx_video": "autoencoder_kl_ltx.py",
+  "ltx2_video": "autoencoder_kl_ltx2.py",
 }
 
 

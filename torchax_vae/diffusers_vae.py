@@ -182,7 +182,10 @@ class DiffusersVAE:
       extra = {k: v for k, v in kwargs.items() if v is not None}
       video = self._per_item(functools.partial(self.runner.decode, check_finite=False, **extra), _tensor(z, "z"))
     else:  # temb, one per sample, is sliced with the latents (diffusers' use_slicing does so)
-      temb = kwargs.get("temb")
+      temb = kwargs.pop("temb", None)
+      others = sorted(k for k, v in kwargs.items() if v is not None)
+      if others:  # e.g. LTX-2's causal: another program than the config's; not run by the adapter
+        raise TypeError(f"decode(): {', '.join(others)} other than the default is not supported by this adapter")
       z = _tensor(z, "z")
       if temb is None:
         video = self._per_item(functools.partial(self.runner.decode, check_finite=False), z)

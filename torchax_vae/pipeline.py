@@ -235,7 +235,7 @@ def decode_latents(
   try:
     array = adapter.latents_for_decode(array, vae_dtype=model.compute_dtype, scaling_factor=scaling_factor, **buffers)
     noise = _decode_noise(array, generator) if adapter.takes_decode_timestep else None
-    array, temb = adapter.decode_timestep_inputs(array, decode_timestep, decode_noise_scale, noise)
+    array, temb = adapter.decode_timestep_inputs(array, decode_timestep, decode_noise_scale, noise, **buffers)
   except CheckpointError:
     raise  # the VAE config cannot de-normalise (e.g. latents_mean of another length): not the latents' fault
   except ValueError as err:

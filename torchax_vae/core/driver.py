@@ -153,7 +153,7 @@ class Runner:
     self.programs = executables.Programs(
       dict(steps.fingerprint, name=name, model=adapter.class_name, config=adapter.config.to_dict(), dtype=dtype,
            mesh=mesh_lib.describe(self.mesh),
-           driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib, sys.modules[type(adapter).__module__])),
+           driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib, *_adapter_modules(adapter))),
       executables.ExecutableStore(executable_dir),
       devices=list(self.mesh.devices.flat) if self.mesh is not None else [jax.devices()[0]],
     )
@@ -608,6 +608,13 @@ class Runner:
     from torchax_vae.diffusers_vae import DiffusersVAE
 
     return DiffusersVAE(self, device=device)
+
+
+def _adapter_modules(adapter: VideoVAE) -> list:
+  """The modules an adapter's plans and rules come from: its class's and its bases' (e.g. the
+  frame-tiled base of HunyuanVideo and LTX), for the stored programs' key."""
+  names = dict.fromkeys(cls.__module__ for cls in type(adapter).__mro__ if cls.__module__ != "builtins")
+  return [sys.modules[name] for name in names]
 
 
 def _ticker(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:

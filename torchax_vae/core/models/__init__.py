@@ -17,11 +17,12 @@ from ..errors import UnsupportedModelError
 from .base import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
 from .cogvideox import CogVideoX, CogVideoXVAEConfig
 from .hunyuan_video import HunyuanVideo, HunyuanVideoVAEConfig
+from .ltx2_video import LTX2Video, LTX2VideoVAEConfig
 from .ltx_video import LTXVideo, LTXVideoVAEConfig
 from .wan import Wan, WanVAEConfig
 
 # diffusers class name -> adapter, in the order messages list them.
-ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo, LTXVideo)}
+ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo, LTXVideo, LTX2Video)}
 _BY_CONFIG: dict[type, type[VideoVAE]] = {cls.config_class: cls for cls in ADAPTERS.values()}
 
 
@@ -76,6 +77,8 @@ __all__ = [
   "FrameStep",
   "HunyuanVideo",
   "HunyuanVideoVAEConfig",
+  "LTX2Video",
+  "LTX2VideoVAEConfig",
   "LTXVideo",
   "LTXVideoVAEConfig",
   "TilingSettings",

@@ -157,12 +157,13 @@ class VideoVAE:
 
   @property
   def latent_channels(self) -> int:
-    raise NotImplementedError
+    """The config's ``latent_channels`` (diffusers' name in most classes; Wan says ``z_dim``)."""
+    return self.config.latent_channels
 
   @property
   def sample_channels(self) -> int:
-    """Channels of the video a user encodes and gets from decode (3)."""
-    raise NotImplementedError
+    """Channels of the video a user encodes and gets from decode (3): the config's ``in_channels``."""
+    return self.config.in_channels
 
   @property
   def spatial_compression(self) -> int:
@@ -284,11 +285,12 @@ class VideoVAE:
     return latents
 
   def decode_timestep_inputs(
-    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any
+    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any, *, buffers: dict | None = None
   ) -> tuple[jax.Array, Any]:
     """``(latents, temb)`` as a timestep-conditioned decoder's pipeline hands them to ``vae.decode``
-    (LTX: noise mixed in); default: no timestep (``decode_timestep`` must be ``None``)."""
-    del noise
+    (LTX: noise mixed in; ``buffers``: as for :meth:`latents_for_decode`); default: no timestep
+    (``decode_timestep`` must be ``None``)."""
+    del noise, buffers
     if decode_timestep is not None or decode_noise_scale is not None:
       raise ValueError(f"decode_timestep/decode_noise_scale: {self.class_name}'s decoder takes no timestep")
     return latents, None

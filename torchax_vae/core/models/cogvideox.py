@@ -147,14 +147,6 @@ class CogVideoX(VideoVAE):
   scales_by_factor = True
 
   @property
-  def latent_channels(self) -> int:
-    return self.config.latent_channels
-
-  @property
-  def sample_channels(self) -> int:
-    return self.config.in_channels
-
-  @property
   def spatial_compression(self) -> int:
     return self.config.spatial_compression
 

@@ -92,14 +92,6 @@ class HunyuanVideo(FrameTiledVAE):
   framewise_encoding = True
 
   @property
-  def latent_channels(self) -> int:
-    return self.config.latent_channels
-
-  @property
-  def sample_channels(self) -> int:
-    return self.config.in_channels
-
-  @property
   def spatial_compression(self) -> int:
     return self.config.spatial_compression_ratio
 

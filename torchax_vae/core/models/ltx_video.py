@@ -143,14 +143,6 @@ class LTXVideo(FrameTiledVAE):
   module_buffers = ("latents_mean", "latents_std")  # read by the pipelines as vae.latents_mean / latents_std
 
   @property
-  def latent_channels(self) -> int:
-    return self.config.latent_channels
-
-  @property
-  def sample_channels(self) -> int:
-    return self.config.in_channels
-
-  @property
   def spatial_compression(self) -> int:
     return self.config.spatial_compression
 
@@ -219,11 +211,21 @@ class LTXVideo(FrameTiledVAE):
   ) -> jax.Array:
     """``LTXPipeline._denormalize_latents``: ``latents * latents_std / scaling_factor + latents_mean``,
     statistics (the VAE's buffers, ``buffers``) cast to the latents' dtype, then ``.to(vae.dtype)``."""
+    latents = self.denormalised(latents, buffers, scaling_factor)
+    return latents if vae_dtype is None else latents.astype(vae_dtype)
+
+  def denormalised(self, latents: jax.Array, buffers: dict | None, scaling_factor: float | None = None) -> jax.Array:
+    """``_denormalize_latents``: ``latents * latents_std / scaling_factor + latents_mean``."""
     mean, std = self._statistics(buffers, latents.dtype)
     factor = float(self.config.scaling_factor if scaling_factor is None else scaling_factor)
-    latents = _denormalize(latents, jnp.broadcast_to(std, latents.shape), jnp.full(latents.shape, factor, latents.dtype),
-                           jnp.broadcast_to(mean, latents.shape))  # fmt: skip
-    return latents if vae_dtype is None else latents.astype(vae_dtype)
+    full = lambda v: jnp.broadcast_to(v, latents.shape)  # noqa: E731  (XLA would rewrite `/ scalar` as `* (1 / scalar)`)
+    return _denormalize(latents, full(std), jnp.full(latents.shape, factor, latents.dtype), full(mean))
+
+  def normalised(self, latents: jax.Array, buffers: dict | None) -> jax.Array:
+    """``_normalize_latents``: ``(latents - latents_mean) * scaling_factor / latents_std``."""
+    mean, std = self._statistics(buffers, latents.dtype)
+    factor = jnp.full(latents.shape, float(self.config.scaling_factor), latents.dtype)
+    return _normalize(latents, jnp.broadcast_to(mean, latents.shape), factor, jnp.broadcast_to(std, latents.shape))
 
   def unpack_latents(self, latents: jax.Array, video_shape: tuple[int, int, int] | None) -> jax.Array:
     """``LTXPipeline._unpack_latents`` (transformer patch sizes 1, as every LTX-Video release): packed
@@ -248,12 +250,13 @@ class LTXVideo(FrameTiledVAE):
     return jnp.moveaxis(latents.reshape(b, t, h, w, channels), -1, 1)
 
   def decode_timestep_inputs(
-    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any
+    self, latents: jax.Array, decode_timestep: Any, decode_noise_scale: Any, noise: Any, *, buffers: dict | None = None
   ) -> tuple[jax.Array, Any]:
     """``LTXPipeline`` after de-normalising: a timestep-conditioned decoder gets ``temb =
     decode_timestep`` (per sample; default 0.0) and latents ``(1 - s) * latents + s * noise`` with ``s
     = decode_noise_scale`` (default: the timestep); ``noise``: ``randn`` of the latents' shape (the
     pipeline draws it with its generator). Without timestep conditioning: unchanged, no temb."""
+    del buffers
     if not self.config.timestep_conditioning:
       return latents, None
     b = latents.shape[0]
@@ -268,11 +271,9 @@ class LTXVideo(FrameTiledVAE):
     return f"* latents_std / {self.config.scaling_factor if scaling_factor is None else scaling_factor:g} + latents_mean"
 
   def latents_from_encode(self, latents: jax.Array, *, buffers: dict | None = None) -> jax.Array:
-    """``LTXPipeline._normalize_latents``: ``(latents - latents_mean) * scaling_factor / latents_std``,
-    as ``LTXImageToVideoPipeline`` normalises its condition latents (unpacked, ``(B, C, T, H, W)``)."""
-    mean, std = self._statistics(buffers, latents.dtype)
-    factor = jnp.full(latents.shape, float(self.config.scaling_factor), latents.dtype)
-    return _normalize(latents, jnp.broadcast_to(mean, latents.shape), factor, jnp.broadcast_to(std, latents.shape))
+    """``LTXPipeline._normalize_latents``, as ``LTXImageToVideoPipeline`` normalises its condition
+    latents (unpacked, ``(B, C, T, H, W)``)."""
+    return self.normalised(latents, buffers)
 
   def _statistics(self, buffers: dict | None, dtype) -> tuple[jax.Array, jax.Array]:
     if buffers is None or "latents_mean" not in buffers or "latents_std" not in buffers:

@@ -1,0 +1,97 @@
+"""LTX-2 (``AutoencoderKLLTX2Video``) through its adapter (LTX-Video's tiling and steps, LTX-2's blocks,
+a causal decoder), against diffusers PyTorch on the same weights (fp32 max abs ≤ 1e-4)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from helpers import randn, torch_encode_mean
+
+torch = pytest.importorskip("torch")
+
+import torchax_vae  # noqa: E402
+from compare.checkpoints import TINY_LTX2_VIDEO, write_random_checkpoint  # noqa: E402
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def ltx2_dir(tmp_path_factory):
+  return write_random_checkpoint(tmp_path_factory.mktemp("ltx2") / "vae", TINY_LTX2_VIDEO, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ltx2_torch(ltx2_dir):
+  from diffusers import AutoencoderKLLTX2Video
+
+  return AutoencoderKLLTX2Video.from_pretrained(ltx2_dir).eval()
+
+
+def _torch_decode(model, z, temb, framewise=False):
+  reference = copy.deepcopy(model)
+  reference.use_framewise_decoding = framewise
+  with torch.no_grad():
+    return reference.decode(torch.from_numpy(z), torch.from_numpy(temb)).sample.numpy()
+
+
+@pytest.mark.parametrize(("frames", "framewise"), [(2, False), (4, False), (5, True), (8, True)])
+def test_decode_matches_diffusers(ltx2_dir, ltx2_torch, frames, framewise):
+  """One call (diffusers' default) and frame tiles (``use_framewise_decoding``; 3 latent frames every 1,
+  a later tile without its last frame), batch 2, non-square."""
+  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  vae.use_framewise_decoding = framewise
+  assert (vae.temporal_tiles("decode", frames) is not None) == framewise
+  z, temb = randn(2, 8, frames, 2, 3, seed=frames), np.array([0.05, 0.3], np.float32)
+  out = np.asarray(vae.decode(z, temb))
+  expected = _torch_decode(ltx2_torch, z, temb, framewise)
+  assert out.shape == expected.shape == vae.adapter.decoded_shape(z.shape)
+  assert float(np.abs(out - expected).max()) <= TOL
+
+
+@pytest.mark.parametrize(("frames", "framewise"), [(9, False), (25, True)])
+def test_encode_matches_diffusers(ltx2_dir, ltx2_torch, frames, framewise):
+  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  reference = copy.deepcopy(ltx2_torch)
+  vae.use_framewise_decoding = reference.use_framewise_decoding = framewise  # diffusers' _encode reads that flag
+  x = np.tanh(randn(1, 3, frames, 16, 24, seed=frames))
+  got = np.asarray(vae.encode(x))
+  expected = torch_encode_mean(reference, x)
+  assert got.shape == expected.shape
+  assert float(np.abs(got - expected).max()) <= TOL
+
+
+def test_programs_do_not_grow_with_t(ltx2_dir):
+  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  vae.use_framewise_decoding = True
+  for t in (5, 9, 16):
+    vae.decode(randn(1, 8, t, 2, 2, seed=t), 0.05)
+  assert vae.trace_counts == {"decode_first": 2}
+
+
+def test_pipeline_latents(ltx2_dir, ltx2_torch):
+  """``decode_latents`` of ``LTX2Pipeline``'s ``output_type="latent"`` video latents (unpacked and
+  de-normalised): re-normalised, mixed with the decode noise (the pipeline's generator), de-normalised
+  and decoded at the timestep — as the pipeline's own decode."""
+  from diffusers import LTX2Pipeline
+  from diffusers.utils.torch_utils import randn_tensor
+
+  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  model = ltx2_torch
+  normalised = torch.from_numpy(randn(1, 8, 2, 2, 3, seed=7))
+  output = LTX2Pipeline._denormalize_latents(normalised, model.latents_mean, model.latents_std, model.config.scaling_factor)
+  video = np.asarray(torchax_vae.decode_latents(vae, output.numpy(), decode_timestep=0.05, decode_noise_scale=0.025,
+                                                generator=torch.Generator().manual_seed(3)))  # fmt: skip
+  noise = randn_tensor(normalised.shape, generator=torch.Generator().manual_seed(3), dtype=normalised.dtype)
+  mixed = (1 - 0.025) * normalised + 0.025 * noise
+  latents = LTX2Pipeline._denormalize_latents(mixed, model.latents_mean, model.latents_std, model.config.scaling_factor)
+  with torch.no_grad():
+    expected = model.decode(latents, torch.tensor([0.05])).sample.numpy()
+  assert float(np.abs(video - expected).max()) <= TOL
+
+
+def test_causal_other_than_the_configs_is_refused(ltx2_dir):
+  drop_in = torchax_vae.load(ltx2_dir, cache_dir=False).as_diffusers()
+  with pytest.raises(TypeError, match="causal other than the default"):
+    drop_in.decode(torch.zeros(1, 8, 2, 2, 2), torch.tensor([0.05]), False)
