@@ -412,7 +412,8 @@ class Runner:
     condition: tuple = (),
   ) -> jax.Array:
     """diffusers' ``_temporal_tiled_decode``/``_temporal_tiled_encode``: each frame tile walked on its
-    own (no cache between tiles), every later one without its first ``drop`` frames and blended over
+    own (no cache between tiles), every later one without ``drop`` frames (its first, or its last with
+    ``drop_last``) and blended over
     the previous (blended) one's tail, each cut to what it keeps, joined and cut to ``total``.
     Tiles of one length share one program set, so a video of any length runs at most two."""
     t_axis = self._time_axis()
@@ -421,8 +422,8 @@ class Runner:
       out = self._walk_space(kind, self._slice_time(x, start, end), grid, tick, condition)
       if index:
         frames = out.shape[t_axis]
-        start, stop = (0, max(frames - temporal.drop, 0)) if temporal.drop_last else (min(temporal.drop, frames), frames)
-        out = jax.lax.slice_in_dim(out, start, stop, axis=t_axis)
+        head, tail = (0, max(frames - temporal.drop, 0)) if temporal.drop_last else (min(temporal.drop, frames), frames)
+        out = jax.lax.slice_in_dim(out, head, tail, axis=t_axis)
         out = _blend(previous, out, temporal.blend, t_axis)
       previous = out
       keep = temporal.keep if index else temporal.keep_first
