@@ -27,7 +27,7 @@ import jax
 
 from ..errors import CheckpointError
 from .base import DiffusersConfig
-from .ltx_video import TIME_HALVING, LTXVideo, LTXVideoTiling
+from .ltx_video import TIME_HALVING, LTXCompression, LTXVideo, LTXVideoTiling
 
 CLASS_NAME = "AutoencoderKLLTX2Video"
 TIME_DOUBLING = ("temporal", "spatiotemporal")  # upsample types that double time
@@ -35,7 +35,7 @@ SPACE_SCALING = ("conv", "spatial", "spatiotemporal")  # down / up types that sc
 
 
 @dataclasses.dataclass(frozen=True)
-class LTX2VideoVAEConfig(DiffusersConfig):
+class LTX2VideoVAEConfig(LTXCompression, DiffusersConfig):
   """The ``config.json`` of diffusers' ``AutoencoderKLLTX2Video``; defaults are diffusers'."""
 
   class_name: ClassVar[str] = CLASS_NAME
@@ -88,19 +88,6 @@ class LTX2VideoVAEConfig(DiffusersConfig):
         f"{source}: decoder_spatio_temporal_scaling and upsample_type must cover the {m} up blocks, got "
         f"{len(self.decoder_spatio_temporal_scaling)}, {len(self.upsample_type)}"
       )
-
-  @property
-  def spatial_compression(self) -> int:
-    """diffusers' ``spatial_compression_ratio`` attribute (tiling's unit): the config's, else ``patch_size * 2**k``."""
-    if self.spatial_compression_ratio is not None:
-      return self.spatial_compression_ratio
-    return self.patch_size * 2 ** sum(self.spatio_temporal_scaling)
-
-  @property
-  def temporal_compression(self) -> int:
-    if self.temporal_compression_ratio is not None:
-      return self.temporal_compression_ratio
-    return self.patch_size_t * 2 ** sum(self.spatio_temporal_scaling)
 
   @property
   def encoder_time_halvings(self) -> int:

@@ -41,8 +41,27 @@ CLASS_NAME = "AutoencoderKLLTXVideo"
 TIME_HALVING = ("conv", "temporal", "spatiotemporal")  # LTX 0.9.5 down block types that halve time
 
 
+class LTXCompression:
+  """diffusers' ``spatial_compression_ratio`` / ``temporal_compression_ratio`` attributes of LTX-Video
+  and LTX-2 (tiling's units): the config's, else ``patch_size * 2**k`` / ``patch_size_t * 2**k``, k the
+  encoder's scaling blocks."""
+
+  @property
+  def spatial_compression(self) -> int:
+    """diffusers' ``spatial_compression_ratio`` attribute (tiling's unit): the config's, else ``patch_size * 2**k``."""
+    if self.spatial_compression_ratio is not None:
+      return self.spatial_compression_ratio
+    return self.patch_size * 2 ** sum(self.spatio_temporal_scaling)
+
+  @property
+  def temporal_compression(self) -> int:
+    if self.temporal_compression_ratio is not None:
+      return self.temporal_compression_ratio
+    return self.patch_size_t * 2 ** sum(self.spatio_temporal_scaling)
+
+
 @dataclasses.dataclass(frozen=True)
-class LTXVideoVAEConfig(DiffusersConfig):
+class LTXVideoVAEConfig(LTXCompression, DiffusersConfig):
   """The ``config.json`` of diffusers' ``AutoencoderKLLTXVideo``; defaults are diffusers' (LTX-Video 0.9.0's VAE)."""
 
   class_name: ClassVar[str] = CLASS_NAME
@@ -91,19 +110,6 @@ class LTXVideoVAEConfig(DiffusersConfig):
         f"more, the mid block) must have one entry per up block, got {m}, {len(self.decoder_spatio_temporal_scaling)}, "
         f"{len(self.decoder_layers_per_block)}"
       )
-
-  @property
-  def spatial_compression(self) -> int:
-    """diffusers' ``spatial_compression_ratio`` attribute (tiling's unit): the config's, else ``patch_size * 2**k``."""
-    if self.spatial_compression_ratio is not None:
-      return self.spatial_compression_ratio
-    return self.patch_size * 2 ** sum(self.spatio_temporal_scaling)
-
-  @property
-  def temporal_compression(self) -> int:
-    if self.temporal_compression_ratio is not None:
-      return self.temporal_compression_ratio
-    return self.patch_size_t * 2 ** sum(self.spatio_temporal_scaling)
 
   @property
   def encoder_time_halvings(self) -> int:
