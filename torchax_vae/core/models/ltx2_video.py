@@ -116,14 +116,6 @@ class LTX2Video(LTXVideo):
   config_class = LTX2VideoVAEConfig
   tiling_class = LTX2VideoTiling
 
-  def decoded_num_frames(self, num_latent_frames: int) -> int:
-    return ((num_latent_frames - 1) * 2**self.config.decoder_time_doublings + 1) * self.config.patch_size_t
-
-  def decoded_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, ...]:
-    b, _, t, h, w = latent_shape
-    s = self.config.patch_size * 2**self.config.decoder_space_doublings
-    return (b, self.config.out_channels, self.decoded_num_frames(t), h * s, w * s)
-
   def default_tiling(self) -> LTX2VideoTiling:
     return LTX2VideoTiling()
 
@@ -150,9 +142,3 @@ class LTX2Video(LTXVideo):
 
   def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
     return "none (LTX2Pipeline's latent output is de-normalised)"
-
-  def unpack_latents(self, latents: jax.Array, video_shape: tuple[int, int, int] | None) -> jax.Array:
-    if latents.ndim == 5:  # LTX2Pipeline returns them unpacked
-      return latents
-    return super().unpack_latents(latents, video_shape)
-

@@ -112,6 +112,15 @@ class LTXVideoVAEConfig(LTXCompression, DiffusersConfig):
       )
 
   @property
+  def decoder_time_doublings(self) -> int:
+    """Up blocks that double time (``2T - 1``): every spatio-temporal one (LTX-2: by its ``upsample_type``)."""
+    return sum(self.decoder_spatio_temporal_scaling)
+
+  @property
+  def decoder_space_doublings(self) -> int:
+    return sum(self.decoder_spatio_temporal_scaling)
+
+  @property
   def encoder_time_halvings(self) -> int:
     """Down blocks that halve time: every scaling block of LTX 0.9.0/0.9.1 (``LTXVideoDownBlock3D``:
     a stride-2 convolution), those of a time-halving ``downsample_type`` for 0.9.5's blocks."""
@@ -157,13 +166,13 @@ class LTXVideo(FrameTiledVAE):
     return self.config.temporal_compression
 
   def decoded_num_frames(self, num_latent_frames: int) -> int:
-    # each spatio-temporal up block: depth-to-space doubles time, then drops the first frame (2T - 1)
-    t = (num_latent_frames - 1) * 2 ** sum(self.config.decoder_spatio_temporal_scaling) + 1
+    # each time-doubling up block: depth-to-space doubles time, then drops the first frame (2T - 1)
+    t = (num_latent_frames - 1) * 2**self.config.decoder_time_doublings + 1
     return t * self.config.patch_size_t
 
   def decoded_shape(self, latent_shape: tuple[int, ...]) -> tuple[int, ...]:
     b, _, t, h, w = latent_shape
-    s = self.config.patch_size * 2 ** sum(self.config.decoder_spatio_temporal_scaling)
+    s = self.config.patch_size * 2**self.config.decoder_space_doublings
     return (b, self.config.out_channels, self.decoded_num_frames(t), h * s, w * s)
 
   def encoded_num_frames(self, num_frames: int) -> int:
