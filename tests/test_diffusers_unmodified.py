@@ -10,7 +10,9 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-MODEL_FILES = ["autoencoder_kl_cogvideox.py", "autoencoder_kl_wan.py"]
+from torchax_vae.adapter_steps import DIFFUSERS_MODEL_FILES
+
+MODEL_FILES = sorted(DIFFUSERS_MODEL_FILES.values())  # every adapter's model file (CogVideoX, Wan, HunyuanVideo, LTX, LTX-2)
 
 
 @pytest.mark.parametrize("name", MODEL_FILES)
