@@ -7,7 +7,7 @@
 
 ``--model`` is a preset name (random weights of a released config, written once and cached:
 ``compare.checkpoints.PRESETS``: cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2,
-hunyuanvideo, ltx-video-0.9.0, ltx-video-0.9.1),
+hunyuanvideo, hunyuanvideo-1.5, ltx-video-0.9.0, ltx-video-0.9.1),
 a hub id or a local VAE/pipeline dir.
 
 Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
@@ -270,6 +270,8 @@ def resolve_tiling(args: argparse.Namespace, adapter, shape: tuple[int, ...]) ->
   else:
     height, width = _multiples(args.tile_sample_size, "--tile-sample-size", compression)
     tiling = tiling.updated(tile_sample_min_height=height, tile_sample_min_width=width)
+    if "tile_latent_min_height" in {f.name for f in dataclasses.fields(tiling)}:  # HunyuanVideo 1.5: its own attribute
+      tiling = tiling.updated(tile_latent_min_height=height // compression, tile_latent_min_width=width // compression)
     given = f"--tile-sample-size {args.tile_sample_size!r}"
     if strided and args.tile_sample_stride is None:  # diffusers' 192 / 256, in whole latent pixels
       stride = [max(compression, size * 3 // 4 // compression * compression) for size in (height, width)]

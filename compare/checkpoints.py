@@ -24,6 +24,11 @@ the keys equal to diffusers' defaults left out:
   [128, 256, 512, 512], 2 layers per block, ``latent_channels`` 16, ``scaling_factor`` 0.476986, 8x
   spatial, 4x temporal, mid-block attention; diffusers' ``scripts/convert_hunyuan_video_to_diffusers.py``
   builds the VAE with no arguments.
+* ``hunyuanvideo-1.5`` (hunyuanvideo-community/HunyuanVideo-1.5-Diffusers-480p_t2v and the other
+  HunyuanVideo 1.5 repos, which share one VAE): ``AutoencoderKLHunyuanVideo15`` with diffusers'
+  defaults — ``block_out_channels`` [128, 256, 512, 1024, 1024], 2 layers per block,
+  ``latent_channels`` 32, 16x spatial, 4x temporal, ``scaling_factor`` 1.03682 (the same values as
+  FastVideo's ``Hunyuan15VAEArchConfig``).
 * ``ltx-video-0.9.0`` (Lightricks/LTX-Video, ``ltx-video-2b-v0.9``): ``AutoencoderKLLTXVideo`` with
   diffusers' defaults — 128 latent channels, 32x spatial and 8x temporal compression (patch 4), no
   timestep conditioning; ``ltx-video-0.9.1`` (``ltx-video-2b-v0.9.1``): the decoder of three residual
@@ -41,6 +46,7 @@ from pathlib import Path
 COGVIDEOX = "AutoencoderKLCogVideoX"
 WAN = "AutoencoderKLWan"
 HUNYUAN_VIDEO = "AutoencoderKLHunyuanVideo"
+HUNYUAN_VIDEO15 = "AutoencoderKLHunyuanVideo15"
 LTX_VIDEO = "AutoencoderKLLTXVideo"
 
 # The released configs (the `vae/config.json` of each hub repo), diffusers defaults elided.
@@ -87,6 +93,7 @@ PRESETS = {
   "wan2.1": WAN_2_1,
   "wan2.2": WAN_2_2,
   "hunyuanvideo": {"_class_name": HUNYUAN_VIDEO},  # diffusers' defaults are HunyuanVideo's VAE
+  "hunyuanvideo-1.5": {"_class_name": HUNYUAN_VIDEO15},  # diffusers' defaults are HunyuanVideo 1.5's VAE
   "ltx-video-0.9.0": {"_class_name": LTX_VIDEO},  # diffusers' defaults are LTX-Video 0.9.0's VAE
   "ltx-video-0.9.1": {
     "_class_name": LTX_VIDEO,
@@ -142,6 +149,18 @@ TINY_HUNYUAN_VIDEO = {
   "block_out_channels": [8, 8, 8, 8],
   "layers_per_block": 1,
   "norm_num_groups": 4,
+}
+
+# HunyuanVideo 1.5's structure (4x time in two up/down blocks, matched channels, mid-block causal
+# attention) at 4x space, tiny widths; diffusers' pipeline test (tests/pipelines/hunyuan_video1_5)
+# builds (16, 16) with 2x time and unmatched channels, which compare/conformance_cases.py runs.
+TINY_HUNYUAN_VIDEO15 = {
+  "_class_name": HUNYUAN_VIDEO15,
+  "latent_channels": 4,
+  "block_out_channels": [8, 16, 32],
+  "layers_per_block": 1,
+  "spatial_compression_ratio": 4,
+  "temporal_compression_ratio": 4,
 }
 
 # LTX-Video 0.9.0 and 0.9.1 structure, tiny widths: diffusers' tests/models/autoencoders/
@@ -207,8 +226,9 @@ def write_random_checkpoint(directory: str | os.PathLike, config: dict | None = 
   """Builds the config's class (``_class_name``, default ``AutoencoderKLCogVideoX``) with
   ``torch.manual_seed(seed)`` and saves it.
 
-  Wan's RMS-norm scales (``gamma``) are all ones at init, which would make every norm an identity
-  in its scale; they are drawn around one instead, so a checkpoint tests that they are read.
+  Wan's and HunyuanVideo 1.5's RMS-norm scales (``gamma``) are all ones at init, which would make
+  every norm an identity in its scale; they are drawn around one instead, so a checkpoint tests that
+  they are read.
   """
   import torch
 
@@ -217,7 +237,7 @@ def write_random_checkpoint(directory: str | os.PathLike, config: dict | None = 
   config.pop("_class_name", None)
   torch.manual_seed(seed)
   model = cls(**config).eval()
-  if cls.__name__ == WAN:
+  if cls.__name__ in (WAN, HUNYUAN_VIDEO15):
     with torch.no_grad():
       for name, parameter in model.named_parameters():
         if name.endswith("gamma"):

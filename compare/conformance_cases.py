@@ -448,7 +448,9 @@ CASES.update({
       "Batch 1: HunyuanVideo15AttnBlock builds a (B, L, L) causal mask that does not broadcast against its (B, 1, L, L)"
       " attention, so B > 1 raises RuntimeError in diffusers itself. prepare_causal_attention_mask fills the mask in a "
       "Python loop over T*h*w latent tokens (72 here), once per decode (mid-block attention) and once per encode. No "
-      "framewise/temporal tiling: one decoder call whatever T. Tiling needs tile_sample_min_* and tile_latent_min_* "
+      "framewise/temporal tiling: one decoder call whatever T. Runs through its adapter (core.models.hunyuan_video15): "
+      "diffusers' one call, its spatial tiles one program each, the mask built in one op (batches decode as use_slicing). "
+      "Tiling needs tile_sample_min_* and tile_latent_min_* "
       "given together (sample = 4 x latent here; with only the sample sizes the latent threshold stays 64 and nothing "
       "tiles): 4x6 latent -> 2x2 = 4 tiles. No non-persistent buffers."
     ),

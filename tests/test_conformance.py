@@ -23,15 +23,16 @@ def test_every_exported_class_has_a_case():
 
 
 def test_classes_with_an_adapter_keep_it(tiny_dir, tiny_wan_dirs):
-  """CogVideoX, Wan, HunyuanVideo and LTX-Video run through their adapters (their parity:
-  test_torchax_vae.py, test_wan.py, test_hunyuan_video.py, test_ltx_video.py, test_ltx2_video.py)."""
+  """CogVideoX, Wan, HunyuanVideo, HunyuanVideo 1.5, LTX-Video and LTX-2 run through their adapters (their
+  parity: test_torchax_vae.py, test_wan.py, test_hunyuan_video.py, test_hunyuan_video15.py, test_ltx_video.py,
+  test_ltx2_video.py)."""
   import torchax_vae
   from torchax_vae.core.driver import Runner
 
   for directory in (tiny_dir, tiny_wan_dirs["2.1"]):
     assert isinstance(torchax_vae.load(directory, cache_dir=False), Runner)
-  assert set(ADAPTERS) == {"AutoencoderKLCogVideoX", "AutoencoderKLWan", "AutoencoderKLHunyuanVideo", "AutoencoderKLLTXVideo",
-                          "AutoencoderKLLTX2Video"}
+  assert set(ADAPTERS) == {"AutoencoderKLCogVideoX", "AutoencoderKLWan", "AutoencoderKLHunyuanVideo",
+                          "AutoencoderKLHunyuanVideo15", "AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video"}
 
 
 def _params():

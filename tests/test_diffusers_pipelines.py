@@ -40,6 +40,15 @@ HUNYUAN_VIDEO_TRANSFORMER = dict(
   rope_axes_dim=(2, 4, 4),
 )  # fmt: skip
 
+# diffusers' tests/pipelines/hunyuan_video1_5/test_hunyuan_1_5.py (get_dummy_components): 4x space, 2x time.
+HUNYUAN_VIDEO15_VAE = dict(latent_channels=4, block_out_channels=(16, 16), layers_per_block=1, spatial_compression_ratio=4,
+                           temporal_compression_ratio=2, downsample_match_channel=False, upsample_match_channel=False)  # fmt: skip
+HUNYUAN_VIDEO15_TRANSFORMER = dict(
+  in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1, num_refiner_layers=1,
+  mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=32, image_embed_dim=12,
+  rope_axes_dim=(2, 2, 4), target_size=16, task_type="t2v",
+)  # fmt: skip
+
 LTX_TRANSFORMER = dict(
   in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=8,
   cross_attention_dim=32, num_layers=1, caption_channels=32,
@@ -70,6 +79,13 @@ def hunyuan_video_vae(tmp_path_factory):
   torch.manual_seed(0)
   vae = diffusers.AutoencoderKLHunyuanVideo(**HUNYUAN_VIDEO_VAE).eval()
   return vae, _saved(vae, tmp_path_factory.mktemp("hunyuan-video-vae"))
+
+
+@pytest.fixture(scope="module")
+def hunyuan_video15_vae(tmp_path_factory):
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKLHunyuanVideo15(**HUNYUAN_VIDEO15_VAE).eval()
+  return vae, _saved(vae, tmp_path_factory.mktemp("hunyuan-video15-vae"))
 
 
 def _ltx_vae(tmp_path_factory, name, config):
@@ -166,6 +182,33 @@ def hunyuan_video_t2v(vae):
   return _HunyuanVideoEmbeds(pipe), dict(height=16, width=16, num_frames=25)  # 7 latent frames: two frame tiles
 
 
+class _HunyuanVideo15Embeds:
+  """HunyuanVideo15Pipeline takes Qwen2.5-VL and ByT5 prompt embeddings with their masks (no text
+  encoders); its guider at scale 1 makes no negative pass."""
+
+  def __init__(self, pipe):
+    self.pipe = pipe
+
+  def __call__(self, prompt_embeds, negative_prompt_embeds, guidance_scale, **kwargs):
+    del negative_prompt_embeds, guidance_scale
+    g = torch.Generator().manual_seed(2)
+    return self.pipe(prompt_embeds=prompt_embeds[:, :8, :16], prompt_embeds_mask=torch.ones(1, 8, dtype=torch.long),
+                     prompt_embeds_2=torch.randn(1, 4, 32, generator=g), prompt_embeds_mask_2=torch.ones(1, 4, dtype=torch.long),
+                     **kwargs)  # fmt: skip
+
+
+def hunyuan_video15_t2v(vae):
+  from diffusers.guiders import ClassifierFreeGuidance
+
+  torch.manual_seed(0)
+  transformer = diffusers.HunyuanVideo15Transformer3DModel(**HUNYUAN_VIDEO15_TRANSFORMER)
+  pipe = diffusers.HunyuanVideo15Pipeline(
+    text_encoder=None, tokenizer=None, transformer=transformer, vae=vae, scheduler=diffusers.FlowMatchEulerDiscreteScheduler(shift=7.0),
+    text_encoder_2=None, tokenizer_2=None, guider=ClassifierFreeGuidance(guidance_scale=1.0),
+  )  # fmt: skip
+  return _HunyuanVideo15Embeds(pipe), dict(height=16, width=16, num_frames=9)
+
+
 class _LTXEmbeds:
   """LTXPipeline takes T5 prompt embeddings and their mask (no text encoder); guidance 1: no negative pass.
   The decode timestep and noise scale (used by a timestep-conditioned VAE) are the pipeline's arguments,
@@ -209,6 +252,7 @@ PIPELINES = {
   "WanPipeline": (wan_t2v, "wan_vae"),
   "WanImageToVideoPipeline": (wan_i2v, "wan_vae"),
   "HunyuanVideoPipeline": (hunyuan_video_t2v, "hunyuan_video_vae"),
+  "HunyuanVideo15Pipeline": (hunyuan_video15_t2v, "hunyuan_video15_vae"),
   "LTXPipeline-0.9.0": (ltx_t2v, "ltx_090_vae"),
   "LTXPipeline-0.9.1": (ltx_t2v, "ltx_091_vae"),  # timestep-conditioned: temb passed positionally, latents_mean/std read
 }

@@ -358,3 +358,42 @@ if __name__ == "__main__":
     from torchax_vae import cli
 
     sys.exit(cli.main(sys.argv[2:]))
+
+
+def test_decode_job_unpacks_ltx_latents_and_draws_noise_per_sample(tmp_path):
+  """LTX-Video 0.9.1 (timestep-conditioned): packed ``(B, S, C)`` files with ``--video-shape``, the decode
+  timestep and noise scale; each sample's noise from its own key (seed, file name, index), so the job's
+  frames equal ``decode_latents`` of each file alone with those keys, batched or not. Without
+  ``--video-shape`` each packed file is that item's failure, saying what is missing."""
+  from compare.checkpoints import TINY_LTX_VIDEO_091, write_random_checkpoint
+  from helpers import randn
+
+  import torchax_vae
+  from torchax_vae import cli, jobs, pipeline
+
+  model = write_random_checkpoint(tmp_path / "ltx", TINY_LTX_VIDEO_091, seed=0)
+  latents = tmp_path / "latents"
+  latents.mkdir()
+  shapes = {"p": 1, "q": 2}  # packed: 9x16x16 video -> 2x2x2 = 8 tokens of 8 channels
+  for seed, (name, batch) in enumerate(shapes.items()):
+    np.save(latents / f"{name}.npy", randn(batch, 8, 8, seed=seed))
+  out = tmp_path / "out"
+  flags = ["--decode-timestep", "0.05", "--decode-noise-scale", "0.025", "--noise-seed", "3", "--no-progress"]
+  assert cli.main(["decode", str(latents), "-o", str(out), "--model", str(model), "--video-shape", "9,16,16",
+                   "--batch", "2", *flags]) == 0  # fmt: skip
+  runner = torchax_vae.load(model, cache_dir=False)
+  for name, batch in shapes.items():
+    packed = np.load(latents / f"{name}.npy")
+    keys = jobs.decode_noise_keys(3, jobs.Item(0, latents / f"{name}.npy", name), batch)
+    frames = pipeline.decode_latents(runner, packed, video_shape=(9, 16, 16), decode_timestep=0.05, decode_noise_scale=0.025,
+                                     generator=keys, output_type="uint8")  # fmt: skip
+    made = [out / (f"{name}.mp4" if batch == 1 else f"{name}-{i}.mp4") for i in range(batch)]
+    for video, path in zip(frames, made):
+      reference = tmp_path / f"reference-{path.name}"
+      pipeline.write_mp4(video, reference)
+      assert np.array_equal(pipeline.read_mp4(path), pipeline.read_mp4(reference)), path.name
+  other = pipeline.decode_latents(runner, packed, video_shape=(9, 16, 16), decode_timestep=0.05, decode_noise_scale=0.025,
+                                  generator=keys[::-1], output_type="uint8")  # fmt: skip
+  assert not np.array_equal(other, frames)  # the noise shows in the frames: another key would not pass
+  assert cli.main(["decode", str(latents), "-o", str(tmp_path / "unshaped"), "--model", str(model), *flags]) == 1
+  assert all("needs the video's (num_frames, height, width)" in e["reason"] for e in manifest(tmp_path / "unshaped").values())

@@ -50,6 +50,7 @@ DIFFUSERS_MODEL_FILES = {
   "cogvideox": "autoencoder_kl_cogvideox.py",
   "wan": "autoencoder_kl_wan.py",
   "hunyuan_video": "autoencoder_kl_hunyuan_video.py",
+  "hunyuan_video15": "autoencoder_kl_hunyuanvideo15.py",
   "ltx_video": "autoencoder_kl_ltx.py",
   "ltx2_video": "autoencoder_kl_ltx2.py",
 }

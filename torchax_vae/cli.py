@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
   decode.add_argument(
     "--decode-noise-scale", type=float, default=None, help="LTX-Video 0.9.1+: LTXPipeline's decode_noise_scale (default: the timestep)"
   )
+  decode.add_argument(
+    "--noise-seed",
+    type=int,
+    default=0,
+    help="LTX-Video 0.9.1+: seed of the decode noise (one file: jax.random.key(SEED) over its batch; a job: each "
+    "sample its own key from the seed and the file's name, whatever the batching) (default: %(default)s)",
+  )
   decode.add_argument("--no-progress", action="store_true", help="no progress bar")
   add_job_arguments(decode, "latent files decoded together (of one shape)")
   add_distributed_arguments(decode)
@@ -313,6 +320,7 @@ def run_decode(args: argparse.Namespace) -> int:
       runner, latents, layout=layout, scaling_factor=args.scaling_factor, progress=progress, output_type="uint8",
       decode_timestep=args.decode_timestep if adapter.takes_decode_timestep else None,
       decode_noise_scale=args.decode_noise_scale if adapter.takes_decode_timestep else None,
+      generator=_noise_key(args.noise_seed) if adapter.takes_decode_timestep else None,
     )  # (B, F, H, W, 3) numpy; gathered onto every process
   finally:
     progress.close()
@@ -424,9 +432,17 @@ def run_decode_job(args: argparse.Namespace) -> int:
     if args.scaling_factor is not None and not adapter.scales_by_factor:
       raise UsageError(f"--scaling-factor: {adapter.class_name}'s pipelines do not scale latents by a factor; leave it unset")
   settings = jobs.DecodeSettings(
-    layout=args.layout, key=args.key, scaling_factor=args.scaling_factor, raw=args.raw, fps=args.fps, quality=args.quality
-  )
+    layout=args.layout, key=args.key, scaling_factor=args.scaling_factor, raw=args.raw, fps=args.fps, quality=args.quality,
+    video_shape=None if args.video_shape is None else _ints(args.video_shape, "--video-shape", 3),
+    decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, noise_seed=args.noise_seed,
+  )  # fmt: skip
   return _run_job_command(jobs.decode_job, args, items, settings, identity, mesh)
+
+
+def _noise_key(seed: int):
+  import jax
+
+  return jax.random.key(seed)
 
 
 def _run_job_command(job, args: argparse.Namespace, items, settings, identity, mesh) -> int:

@@ -825,6 +825,19 @@ class DecodeSettings:
   raw: bool = False  # classes without an adapter: latents as the VAE takes them
   fps: float = 8
   quality: float = 5
+  # LTX: packed (B, S, C) files unpack to this video's (frames, height, width); a timestep-conditioned
+  # decoder's decode_timestep / decode_noise_scale (LTXPipeline's arguments), its noise drawn per
+  # sample from fold_in(fold_in(key(noise_seed), crc32(name)), i): independent of batching and runs.
+  video_shape: tuple[int, int, int] | None = None
+  decode_timestep: float | None = None
+  decode_noise_scale: float | None = None
+  noise_seed: int = 0
+
+
+def decode_noise_keys(seed: int, item: Item, count: int) -> list[jax.Array]:
+  """The decode-noise keys of an item's ``count`` samples (:class:`DecodeSettings`)."""
+  key = sample_key(seed, item)
+  return [jax.random.fold_in(key, i) for i in range(count)]
 
 
 def decode_job(
@@ -852,11 +865,17 @@ def decode_job(
   out_dir = Path(out_dir)
   adapter = getattr(runner, "adapter", None)
 
-  def read(item: Item) -> tuple[np.ndarray, str]:
+  timestep = adapter is not None and adapter.takes_decode_timestep
+
+  def read(item: Item) -> tuple[np.ndarray, str, list | None]:
     try:
       latents = pipeline.load_latents(item.source, key=settings.key)
+      if adapter is not None:  # LTX's packed tokens (the model says how; other models pass 5-D through)
+        latents = np.asarray(adapter.unpack_latents(latents, settings.video_shape))
     except pipeline.LatentsError as err:
       raise ItemError(str(err)) from None
+    except ValueError as err:
+      raise ItemError(f"{item.source}: {err}") from None
     layout = settings.layout or _file_layout(item.source) or (adapter.pipeline_layout if adapter else pipeline.VAE_LAYOUT)
     try:
       if adapter is not None:
@@ -867,7 +886,7 @@ def decode_job(
       raise ItemError(f"{item.source}: {err}") from None
     if not np.all(np.isfinite(latents.astype(np.float32))):
       raise ItemError(f"{item.source}: latents hold NaN or infinite values")
-    return latents, layout
+    return latents, layout, decode_noise_keys(settings.noise_seed, item, latents.shape[0]) if timestep else None
 
   def outputs(item: Item, value: tuple[np.ndarray, str] | None) -> list[Path]:
     suffix = ".png" if value is not None and value[0].ndim == 4 else ".mp4"
@@ -885,15 +904,18 @@ def decode_job(
         return paths
     return None
 
-  def run(values: list[tuple[np.ndarray, str]]) -> list[np.ndarray]:
-    sizes = [latents.shape[0] for latents, _ in values]
-    latents = np.concatenate([latents for latents, _ in values])
+  def run(values: list[tuple[np.ndarray, str, list | None]]) -> list[np.ndarray]:
+    sizes = [latents.shape[0] for latents, _, _ in values]
+    latents = np.concatenate([latents for latents, _, _ in values])
     layout = values[0][1]
     try:
       if adapter is not None:
         frames = pipeline.decode_latents(
-          runner, latents, layout=layout, scaling_factor=settings.scaling_factor, check_finite=False, output_type="uint8"
-        )  # (B, F, H, W, 3) uint8
+          runner, latents, layout=layout, scaling_factor=settings.scaling_factor, check_finite=False, output_type="uint8",
+          decode_timestep=settings.decode_timestep if timestep else None,
+          decode_noise_scale=settings.decode_noise_scale if timestep else None,
+          generator=[key for _, _, keys in values for key in keys] if timestep else None,
+        )  # (B, F, H, W, 3) uint8  # fmt: skip
       else:
         frames = pipeline.generic_uint8_frames(
           runner, latents, raw=settings.raw, scaling_factor=settings.scaling_factor, check_finite=False

@@ -211,7 +211,8 @@ def decode_latents(
     decode_timestep, decode_noise_scale: LTX (timestep-conditioned, 0.9.1 on): the pipeline's
       arguments of those names (defaults 0.0 and the timestep).
     generator: LTX's decode noise: a ``torch.Generator`` (the pipeline's, for its exact noise), a JAX
-      PRNG key, or ``None`` (``jax.random.key(0)``).
+      PRNG key, a list of either with one per sample (as diffusers' ``randn_tensor`` takes a list of
+      generators: sample ``i`` drawn alone from the ``i``-th), or ``None`` (``jax.random.key(0)``).
 
   Returns the same kind as ``latents``; a ``jax.Array`` stays on its devices. Under multi-controller
   JAX, numpy and torch results are gathered onto every process.
@@ -256,7 +257,13 @@ def buffer_arguments(model: Any) -> dict[str, Any]:
 
 def _decode_noise(latents: jax.Array, generator: Any) -> jax.Array:
   """``randn`` of the latents' shape: from a ``torch.Generator`` as diffusers' ``randn_tensor`` draws
-  it on the CPU (the pipeline's own noise), else from a JAX key (default ``jax.random.key(0)``)."""
+  it on the CPU (the pipeline's own noise), else from a JAX key (default ``jax.random.key(0)``); a list
+  holds one of those per sample, each drawing that sample's noise alone (``randn_tensor``'s rule)."""
+  if isinstance(generator, list | tuple):
+    if len(generator) != latents.shape[0]:
+      raise ValueError(f"generator: a list needs one generator per sample ({latents.shape[0]}), got {len(generator)}")
+    one = jax.ShapeDtypeStruct((1, *latents.shape[1:]), latents.dtype)
+    return jnp.concatenate([_decode_noise(one, g) for g in generator])
   if generator is not None and type(generator).__module__.startswith("torch"):
     import torch
 

@@ -40,6 +40,17 @@ class TileGrid:
     return [[(r, c) for c in cols] for r in rows]
 
 
+def overlap_factor_grid(tile: tuple[int, int], out_tile: tuple[int, int], factors: tuple[float, float]) -> TileGrid:
+  """The grid of diffusers' overlap-factor tiling (CogVideoX's and HunyuanVideo 1.5's ``tiled_decode`` /
+  ``tiled_encode``): tiles of ``tile`` input pixels every ``int(tile * (1 - f))``, each blending
+  ``int(out_tile * f)`` output pixels and keeping ``out_tile - blend``; the stitched result is not cut.
+  ``out_tile``: the size diffusers assumes a full tile's output has (its other ``tile_*_min`` attribute)."""
+  stride = tuple(int(t * (1 - f)) for t, f in zip(tile, factors))
+  blend = tuple(int(o * f) for o, f in zip(out_tile, factors))
+  keep = tuple(o - b for o, b in zip(out_tile, blend))
+  return TileGrid(tile=tuple(tile), stride=stride, blend=blend, keep=keep)
+
+
 @dataclasses.dataclass(frozen=True)
 class TemporalTiles:
   """One temporal-tiled walk, in diffusers' terms (``_temporal_tiled_decode``/``_temporal_tiled_encode``

@@ -17,12 +17,13 @@ from ..errors import UnsupportedModelError
 from .base import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
 from .cogvideox import CogVideoX, CogVideoXVAEConfig
 from .hunyuan_video import HunyuanVideo, HunyuanVideoVAEConfig
+from .hunyuan_video15 import HunyuanVideo15, HunyuanVideo15VAEConfig
 from .ltx2_video import LTX2Video, LTX2VideoVAEConfig
 from .ltx_video import LTXVideo, LTXVideoVAEConfig
 from .wan import Wan, WanVAEConfig
 
 # diffusers class name -> adapter, in the order messages list them.
-ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo, LTXVideo, LTX2Video)}
+ADAPTERS: dict[str, type[VideoVAE]] = {cls.class_name: cls for cls in (CogVideoX, Wan, HunyuanVideo, HunyuanVideo15, LTXVideo, LTX2Video)}
 _BY_CONFIG: dict[type, type[VideoVAE]] = {cls.config_class: cls for cls in ADAPTERS.values()}
 
 
@@ -77,6 +78,8 @@ __all__ = [
   "FrameStep",
   "HunyuanVideo",
   "HunyuanVideoVAEConfig",
+  "HunyuanVideo15",
+  "HunyuanVideo15VAEConfig",
   "LTX2Video",
   "LTX2VideoVAEConfig",
   "LTXVideo",

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import CheckpointError
-from ..tiling import TileGrid
+from ..tiling import TileGrid, overlap_factor_grid
 from .base import DECODE, DiffusersConfig, FrameStep, TilingSettings, VideoVAE, plan_from_ranges
 
 CLASS_NAME = "AutoencoderKLCogVideoX"
@@ -128,12 +128,8 @@ def _tile_grid(tiling: CogVideoXTiling, kind: str, compression: int) -> TileGrid
   sample = (tiling.tile_sample_min_height, tiling.tile_sample_min_width)
   latent = (int(sample[0] / compression), int(sample[1] / compression))
   tile, out_tile = (latent, sample) if kind == DECODE else (sample, latent)
-  factors = (tiling.tile_overlap_factor_height, tiling.tile_overlap_factor_width)
-  stride = tuple(int(b * (1 - f)) for b, f in zip(tile, factors))
-  blend = tuple(int(o * f) for o, f in zip(out_tile, factors))
-  keep = tuple(o - b for o, b in zip(out_tile, blend))
   try:
-    return TileGrid(tile=tile, stride=stride, blend=blend, keep=keep)
+    return overlap_factor_grid(tile, out_tile, (tiling.tile_overlap_factor_height, tiling.tile_overlap_factor_width))
   except ValueError as err:
     raise ValueError(f"tiling {tiling}: {err}") from None
 

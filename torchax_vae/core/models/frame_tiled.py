@@ -40,26 +40,16 @@ class FrameTiling(TilingSettings):
   tile_sample_stride_num_frames: int = 12
 
 
-class FrameTiledVAE(VideoVAE):
-  """A diffusers video VAE that decodes each call (or frame tile) in one step, tiled as above."""
-
-  # Which end of a later decoded frame tile diffusers drops a frame from (HunyuanVideo: the start,
-  # ``decoded[:, :, 1:]``; LTX: the end, ``decoded[:, :, :-1]``).
-  decode_drops_last: ClassVar[bool] = False
-  # Whether encode's frame tiles follow use_framewise_decoding (LTX's _encode reads that flag) rather
-  # than use_framewise_encoding.
-  encode_follows_decoding_flag: ClassVar[bool] = False
+class OneStepVAE(VideoVAE):
+  """A diffusers video VAE whose decode (encode) is one decoder (encoder) call over all of a call's
+  frames, with no cache: HunyuanVideo, LTX, HunyuanVideo 1.5. The driver's frame tiles and spatial
+  tiles, when the model has them, each run that one step."""
 
   @property
   def temporal_compression(self) -> int:
-    """diffusers' ``temporal_compression_ratio`` attribute: the unit of its frame-tile sizes."""
+    """diffusers' ``temporal_compression_ratio`` attribute (the unit of frame-tile sizes, where any)."""
     raise NotImplementedError
 
-  def encoded_num_frames(self, num_frames: int) -> int:
-    """Latent frames the encoder makes of ``num_frames`` sample frames."""
-    raise NotImplementedError
-
-  # One step per call or frame tile: no cache (module docstring).
   def decode_plan(self, num_latent_frames: int) -> list[FrameStep]:
     return plan_from_ranges([(0, num_latent_frames)])
 
@@ -69,6 +59,21 @@ class FrameTiledVAE(VideoVAE):
   def module_attributes(self) -> dict:
     # The pipelines' vae_scale_factor_spatial / _temporal come from these module attributes.
     return {"spatial_compression_ratio": self.spatial_compression, "temporal_compression_ratio": self.temporal_compression}
+
+
+class FrameTiledVAE(OneStepVAE):
+  """A diffusers video VAE that decodes each call (or frame tile) in one step, tiled as above."""
+
+  # Which end of a later decoded frame tile diffusers drops a frame from (HunyuanVideo: the start,
+  # ``decoded[:, :, 1:]``; LTX: the end, ``decoded[:, :, :-1]``).
+  decode_drops_last: ClassVar[bool] = False
+  # Whether encode's frame tiles follow use_framewise_decoding (LTX's _encode reads that flag) rather
+  # than use_framewise_encoding.
+  encode_follows_decoding_flag: ClassVar[bool] = False
+
+  def encoded_num_frames(self, num_frames: int) -> int:
+    """Latent frames the encoder makes of ``num_frames`` sample frames."""
+    raise NotImplementedError
 
   def tile_grid(self, tiling: FrameTiling, kind: str, height: int, width: int) -> TileGrid | None:
     """diffusers' ``tiled_decode``/``tiled_encode``; ``height``/``width`` as the caller gave them

@@ -81,13 +81,39 @@ class HunyuanVideoTiling(FrameTiling):
   """diffusers' tiling parameters (``AutoencoderKLHunyuanVideo.enable_tiling``): 256/192 px, 16/12 frames."""
 
 
-class HunyuanVideo(FrameTiledVAE):
+class ScaledLatents:
+  """The latent hand-off of HunyuanVideo's and HunyuanVideo 1.5's pipelines: ``(B, C, T, H, W)`` latents,
+  decoded as ``vae.decode(latents.to(vae.dtype) / scaling_factor)``; image latents (their
+  image-to-video pipelines) ``latent_dist.mode() * scaling_factor``."""
+
+  config: Any
+  pipeline_layout: ClassVar[str] = "BCTHW"
+  scales_by_factor: ClassVar[bool] = True
+
+  def latents_for_decode(
+    self, latents: jax.Array, vae_dtype: Any = None, scaling_factor: float | None = None
+  ) -> jax.Array:
+    """``latents.to(vae.dtype) / scaling_factor`` (``scaling_factor``: default the config's)."""
+    if vae_dtype is not None:
+      latents = latents.astype(vae_dtype)
+    factor = float(self.config.scaling_factor if scaling_factor is None else scaling_factor)
+    # Broadcast before the program: XLA rewrites `x / scalar` as `x * (1 / scalar)`, one ulp off torch.
+    return _divide(latents, jnp.full(latents.shape, factor, latents.dtype))
+
+  def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
+    return f"1/{self.config.scaling_factor if scaling_factor is None else scaling_factor:g}"
+
+  def latents_from_encode(self, latents: jax.Array) -> jax.Array:
+    """``latent_dist.sample() * scaling_factor`` in ``(B, C, T, H, W)``, as ``HunyuanVideoImageToVideoPipeline``
+    scales its image latents and diffusers' HunyuanVideo training scripts cache them."""
+    return latents * float(self.config.scaling_factor)
+
+
+class HunyuanVideo(ScaledLatents, FrameTiledVAE):
   name = "hunyuan_video"
   class_name = CLASS_NAME
   config_class = HunyuanVideoVAEConfig
   tiling_class = HunyuanVideoTiling
-  pipeline_layout = "BCTHW"
-  scales_by_factor = True
   framewise_decoding = True  # diffusers: use_framewise_decoding = use_framewise_encoding = True
   framewise_encoding = True
 
@@ -118,24 +144,6 @@ class HunyuanVideo(FrameTiledVAE):
 
   def default_tiling(self) -> HunyuanVideoTiling:
     return HunyuanVideoTiling()
-
-  def latents_for_decode(
-    self, latents: jax.Array, vae_dtype: Any = None, scaling_factor: float | None = None
-  ) -> jax.Array:
-    """``latents.to(vae.dtype) / scaling_factor`` (``scaling_factor``: default the config's)."""
-    if vae_dtype is not None:
-      latents = latents.astype(vae_dtype)
-    factor = float(self.config.scaling_factor if scaling_factor is None else scaling_factor)
-    # Broadcast before the program: XLA rewrites `x / scalar` as `x * (1 / scalar)`, one ulp off torch.
-    return _divide(latents, jnp.full(latents.shape, factor, latents.dtype))
-
-  def describe_latent_scaling(self, scaling_factor: float | None = None) -> str:
-    return f"1/{self.config.scaling_factor if scaling_factor is None else scaling_factor:g}"
-
-  def latents_from_encode(self, latents: jax.Array) -> jax.Array:
-    """``latent_dist.sample() * scaling_factor`` in ``(B, C, T, H, W)``, as ``HunyuanVideoImageToVideoPipeline``
-    scales its image latents and diffusers' HunyuanVideo training scripts cache them."""
-    return latents * float(self.config.scaling_factor)
 
 
 @jax.jit
