@@ -34,6 +34,10 @@ the keys equal to diffusers' defaults left out:
   timestep conditioning; ``ltx-video-0.9.1`` (``ltx-video-2b-v0.9.1``): the decoder of three residual
   up blocks (256, 512, 1024 channels; 5, 6, 7, 8 layers) with timestep conditioning and noise
   injection. Both as ``get_vae_config`` in diffusers' ``scripts/convert_ltx_to_diffusers.py``.
+* ``ltx-2`` (Lightricks/LTX-2): ``AutoencoderKLLTX2Video`` as ``get_ltx2_video_vae_config("2.0")`` in
+  diffusers' ``scripts/convert_ltx2_to_diffusers.py`` builds it — diffusers' defaults (128 latent
+  channels, encoder 256–2048, decoder 256–1024 channels, 32x spatial, 8x temporal) except
+  ``decoder_causal`` False, with the compression ratios given explicitly.
 """
 
 from __future__ import annotations
@@ -104,6 +108,14 @@ PRESETS = {
     "upsample_residual": [True, True, True],
     "upsample_factor": [2, 2, 2],
     "timestep_conditioning": True,
+  },
+  # diffusers scripts/convert_ltx2_to_diffusers.py get_ltx2_video_vae_config("2.0"): diffusers' defaults
+  # but a non-causal decoder and the compression ratios written out.
+  "ltx-2": {
+    "_class_name": "AutoencoderKLLTX2Video",
+    "decoder_causal": False,
+    "spatial_compression_ratio": 32,
+    "temporal_compression_ratio": 8,
   },
 }
 DEFAULT_PRESET = "cogvideox-2b"

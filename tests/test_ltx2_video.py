@@ -95,3 +95,21 @@ def test_causal_other_than_the_configs_is_refused(ltx2_dir):
   drop_in = torchax_vae.load(ltx2_dir, cache_dir=False).as_diffusers()
   with pytest.raises(TypeError, match="causal other than the default"):
     drop_in.decode(torch.zeros(1, 8, 2, 2, 2), torch.tensor([0.05]), False)
+
+
+def test_preset_is_the_conversion_scripts_config():
+  """``ltx-2``: diffusers' ``convert_ltx2_to_diffusers.py`` (version "2.0") — diffusers' defaults but a
+  non-causal decoder; read by our config class to the same values diffusers builds from it."""
+  import inspect
+
+  from diffusers import AutoencoderKLLTX2Video
+
+  from compare.checkpoints import PRESETS
+  from torchax_vae.core.models import adapter_for, config_from_dict
+
+  parameters = inspect.signature(AutoencoderKLLTX2Video.__init__).parameters
+  expected = {k: list(p.default) if isinstance(p.default, tuple) else p.default for k, p in parameters.items() if k != "self"}
+  expected.update(decoder_causal=False, spatial_compression_ratio=32, temporal_compression_ratio=8)
+  config = config_from_dict(PRESETS["ltx-2"])
+  assert config.to_dict() == expected
+  assert adapter_for(config).decoded_shape((1, 128, 16, 22, 38)) == (1, 3, 121, 704, 1216)
