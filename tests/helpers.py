@@ -23,6 +23,20 @@ def torch_encode_mean(model, x: np.ndarray) -> np.ndarray:
     return model.encode(torch.from_numpy(x)).latent_dist.mode().numpy()
 
 
+def with_attributes(model, **attributes):
+  """A deep copy of a diffusers module with ``enable_tiling(**tiling)`` (``tiling=``) and attributes set
+  (``use_framewise_decoding=False``, ``use_slicing=True``): the reference for a runner set the same way."""
+  import copy
+
+  reference = copy.deepcopy(model)
+  tiling = attributes.pop("tiling", None)
+  if tiling is not None:
+    reference.enable_tiling(**tiling)
+  for name, value in attributes.items():
+    setattr(reference, name, value)
+  return reference
+
+
 def randn(*shape: int, seed: int = 0) -> np.ndarray:
   return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 

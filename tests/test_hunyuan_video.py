@@ -14,7 +14,7 @@ import copy
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randn, torch_decode, torch_encode_mean
+from helpers import randn, torch_decode, torch_encode_mean, with_attributes
 
 torch = pytest.importorskip("torch")
 
@@ -41,16 +41,6 @@ def hv_torch(hv_dir):
 @pytest.fixture(scope="module")
 def hv(hv_dir):
   return torchax_vae.load(hv_dir, cache_dir=False)
-
-
-def _with(model, **attributes):
-  reference = copy.deepcopy(model)
-  tiling = attributes.pop("tiling", None)
-  if tiling is not None:
-    reference.enable_tiling(**tiling)
-  for name, value in attributes.items():
-    setattr(reference, name, value)
-  return reference
 
 
 # T=3: within one tile (one call); 5: a full tile + a 2-frame last one; 7: full + 4; 11: three full + 2.
@@ -103,7 +93,7 @@ def test_framewise_off_is_one_call(hv, hv_torch):
   vae = copy.copy(hv)
   vae.use_framewise_decoding = False
   assert vae.temporal_tiles("decode", 7) is None
-  expected = torch_decode(_with(hv_torch, use_framewise_decoding=False), z)
+  expected = torch_decode(with_attributes(hv_torch, use_framewise_decoding=False), z)
   assert float(np.abs(np.asarray(vae.decode(z)) - expected).max()) <= TOL
   # ... and it differs from the tiled default (the frame tiles change the output, in diffusers too)
   assert float(np.abs(expected - torch_decode(hv_torch, z)).max()) > 1e-3
@@ -121,7 +111,7 @@ def test_tiled_decode_matches_diffusers(hv_dir, hv_torch):
   z = randn(1, 4, 5, 3, 4, seed=5)
   assert vae.temporal_tiles("decode", 5).spans == ((0, 3), (1, 4), (2, 5), (3, 5))
   assert vae.tile_grid("decode", 3, 4) is not None
-  expected = torch_decode(_with(hv_torch, tiling=SMALL_TILES), z)
+  expected = torch_decode(with_attributes(hv_torch, tiling=SMALL_TILES), z)
   out = np.asarray(vae.decode(z))
   assert out.shape == expected.shape == (1, 3, 17, 24, 32)
   assert float(np.abs(out - expected).max()) <= TOL
@@ -131,7 +121,7 @@ def test_tiled_encode_matches_diffusers(hv_dir, hv_torch):
   vae = torchax_vae.load(hv_dir, cache_dir=False)
   vae.enable_tiling(**SMALL_TILES)
   x = np.tanh(randn(1, 3, 13, 24, 32, seed=6))
-  expected = torch_encode_mean(_with(hv_torch, tiling=SMALL_TILES), x)
+  expected = torch_encode_mean(with_attributes(hv_torch, tiling=SMALL_TILES), x)
   got = np.asarray(vae.encode(x))
   assert got.shape == expected.shape == (1, 4, 4, 3, 4)
   assert float(np.abs(got - expected).max()) <= TOL

@@ -9,12 +9,10 @@ all earlier frames, so there is no fixed-program streaming plan (``core.models.h
 
 from __future__ import annotations
 
-import copy
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import randn, torch_decode, torch_encode_mean
+from helpers import randn, torch_decode, torch_encode_mean, with_attributes
 
 torch = pytest.importorskip("torch")
 
@@ -43,16 +41,6 @@ def hv15(hv15_dir):
   return torchax_vae.load(hv15_dir, cache_dir=False)
 
 
-def _with(model, **attributes):
-  reference = copy.deepcopy(model)
-  tiling = attributes.pop("tiling", None)
-  if tiling is not None:
-    reference.enable_tiling(**tiling)
-  for name, value in attributes.items():
-    setattr(reference, name, value)
-  return reference
-
-
 @pytest.mark.parametrize("frames", [1, 6])
 def test_decode_matches_diffusers(hv15, hv15_torch, frames):
   z = randn(1, 4, frames, 3, 5, seed=frames)  # non-square
@@ -68,10 +56,10 @@ def test_batch_decodes_as_diffusers_slicing(hv15, hv15_torch):
   z = randn(2, 4, 3, 2, 3, seed=2)
   with pytest.raises(RuntimeError), torch.no_grad():
     hv15_torch.decode(torch.from_numpy(z))
-  expected = torch_decode(_with(hv15_torch, use_slicing=True), z)
+  expected = torch_decode(with_attributes(hv15_torch, use_slicing=True), z)
   assert float(np.abs(np.asarray(hv15.decode(z)) - expected).max()) <= TOL
   x = np.tanh(randn(2, 3, 5, 8, 12, seed=3))
-  expected = torch_encode_mean(_with(hv15_torch, use_slicing=True), x)
+  expected = torch_encode_mean(with_attributes(hv15_torch, use_slicing=True), x)
   got = np.asarray(hv15.encode(x))
   assert got.shape == expected.shape == (2, 4, 2, 2, 3)
   assert float(np.abs(got - expected).max()) <= TOL
@@ -105,7 +93,7 @@ SMALL_TILES = dict(tile_sample_min_height=8, tile_sample_min_width=8, tile_laten
 def test_tiled_decode_and_encode_match_diffusers(hv15_dir, hv15_torch):
   vae = torchax_vae.load(hv15_dir, cache_dir=False)
   vae.enable_tiling(**SMALL_TILES)
-  reference = _with(hv15_torch, tiling=SMALL_TILES)
+  reference = with_attributes(hv15_torch, tiling=SMALL_TILES)
   z = randn(1, 4, 3, 3, 5, seed=5)
   expected = torch_decode(reference, z)
   out = np.asarray(vae.decode(z))
