@@ -232,6 +232,77 @@ def ltx_t2v(vae):
   return _LTXEmbeds(pipe), dict(height=32, width=32, num_frames=9)
 
 
+# diffusers' tests/pipelines/ltx2/testing_utils.py (get_ltx2_dummy_components), the Gemma text encoder left
+# out (prompt embeddings passed in: 32 channels x 3 stacked layers, as its tiny config would make them).
+LTX2_VAE = dict(
+  latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,), layers_per_block=(1,),
+  decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,), decoder_spatio_temporal_scaling=(True,),
+  decoder_inject_noise=(False, False), downsample_type=("spatial",), upsample_residual=(False,), upsample_factor=(1,),
+  timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+)  # fmt: skip
+LTX2_CAPTION_CHANNELS, LTX2_TEXT_LAYERS = 32, 3
+
+
+@pytest.fixture(scope="module")
+def ltx2_vae(tmp_path_factory):
+  torch.manual_seed(0)
+  vae = diffusers.AutoencoderKLLTX2Video(**LTX2_VAE).eval()
+  return vae, _saved(vae, tmp_path_factory.mktemp("ltx2-vae"))
+
+
+class _LTX2Embeds:
+  """LTX2Pipeline takes the text encoder's stacked hidden states and their mask (no Gemma); every guidance
+  off (scale 1, no STG), as diffusers' fast tests run it."""
+
+  def __init__(self, pipe):
+    self.pipe = pipe
+
+  def __call__(self, prompt_embeds, negative_prompt_embeds, guidance_scale, **kwargs):
+    del prompt_embeds, negative_prompt_embeds, guidance_scale
+    embeds = torch.randn(1, 8, LTX2_CAPTION_CHANNELS * LTX2_TEXT_LAYERS, generator=torch.Generator().manual_seed(2))
+    return self.pipe(prompt_embeds=embeds, prompt_attention_mask=torch.ones(1, 8, dtype=torch.long), guidance_scale=1.0,
+                     stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=1.0, audio_stg_scale=0.0,
+                     audio_modality_scale=1.0, audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None,
+                     use_cross_timestep=False, frame_rate=25.0, **kwargs)  # fmt: skip
+
+
+def ltx2_t2v(vae):
+  from diffusers.pipelines.ltx2 import LTX2TextConnectors
+  from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+  torch.manual_seed(0)
+  transformer = diffusers.LTX2VideoTransformer3DModel(
+    in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+    cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2, audio_attention_head_dim=4,
+    audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads", caption_channels=LTX2_CAPTION_CHANNELS,
+    rope_double_precision=False, rope_type="split",
+  )  # fmt: skip
+  torch.manual_seed(0)
+  connectors = LTX2TextConnectors(
+    caption_channels=LTX2_CAPTION_CHANNELS, text_proj_in_factor=LTX2_TEXT_LAYERS, video_connector_num_attention_heads=4,
+    video_connector_attention_head_dim=8, video_connector_num_layers=1, video_connector_num_learnable_registers=None,
+    audio_connector_num_attention_heads=4, audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+    audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+    rope_double_precision=False, causal_temporal_positioning=False, rope_type="split",
+  )  # fmt: skip
+  torch.manual_seed(0)
+  audio_vae = diffusers.AutoencoderKLLTX2Audio(
+    base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2, resolution=32,
+    latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0, mid_block_add_attention=False,
+    sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8,
+  )  # fmt: skip
+  torch.manual_seed(0)
+  vocoder = LTX2Vocoder(
+    in_channels=16, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2],
+    resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1, output_sampling_rate=16000,
+  )  # fmt: skip
+  pipe = diffusers.LTX2Pipeline(
+    scheduler=diffusers.FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae, text_encoder=None, tokenizer=None,
+    connectors=connectors, transformer=transformer, vocoder=vocoder,
+  )  # fmt: skip
+  return _LTX2Embeds(pipe), dict(height=32, width=32, num_frames=5)
+
+
 def _image(height: int, width: int):
   from PIL import Image
 
@@ -255,6 +326,7 @@ PIPELINES = {
   "HunyuanVideo15Pipeline": (hunyuan_video15_t2v, "hunyuan_video15_vae"),
   "LTXPipeline-0.9.0": (ltx_t2v, "ltx_090_vae"),
   "LTXPipeline-0.9.1": (ltx_t2v, "ltx_091_vae"),  # timestep-conditioned: temb passed positionally, latents_mean/std read
+  "LTX2Pipeline": (ltx2_t2v, "ltx2_vae"),  # its latent output is de-normalised already; audio decoded beside
 }
 
 

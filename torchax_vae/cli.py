@@ -425,8 +425,10 @@ def run_decode_job(args: argparse.Namespace) -> int:
 
   args.inputs = args.latents
   items, directory, identity, mesh = _job_start(args, pipeline.LATENT_SUFFIXES)
+  timestep = False  # whether the decoder takes a decode timestep (LTX 0.9.1 on): only then do its flags count
   if generic_class_name(directory) is None:  # checked on the config, before any weights are read
     adapter = _adapter(args)
+    timestep = adapter.takes_decode_timestep
     if args.raw:
       raise UsageError("--raw: this model has an adapter, which scales latents as its pipelines do")
     if args.scaling_factor is not None and not adapter.scales_by_factor:
@@ -434,7 +436,11 @@ def run_decode_job(args: argparse.Namespace) -> int:
   settings = jobs.DecodeSettings(
     layout=args.layout, key=args.key, scaling_factor=args.scaling_factor, raw=args.raw, fps=args.fps, quality=args.quality,
     video_shape=None if args.video_shape is None else _ints(args.video_shape, "--video-shape", 3),
-    decode_timestep=args.decode_timestep, decode_noise_scale=args.decode_noise_scale, noise_seed=args.noise_seed,
+    # Unused flags stay out of the job's settings (its outputs' keys): a model without a decode
+    # timestep ignores them, as the single-file decode and LTXPipeline do.
+    decode_timestep=args.decode_timestep if timestep else None,
+    decode_noise_scale=args.decode_noise_scale if timestep else None,
+    noise_seed=args.noise_seed if timestep else 0,
   )  # fmt: skip
   return _run_job_command(jobs.decode_job, args, items, settings, identity, mesh)
 
