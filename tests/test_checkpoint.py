@@ -153,7 +153,7 @@ def test_config_of_another_model(broken_dir):
   # No adapter (the torch-free loader serves the adapters): the error lists them and names the generic path.
   match = (
     r"_class_name='AutoencoderKL' has no adapter \(adapters: AutoencoderKLCogVideoX, AutoencoderKLWan, "
-    r"AutoencoderKLHunyuanVideo, AutoencoderKLLTXVideo, AutoencoderKLLTX2Video\) and no "
+    r"AutoencoderKLHunyuanVideo, AutoencoderKLHunyuanVideo15, AutoencoderKLLTXVideo, AutoencoderKLLTX2Video\) and no "
     r"native port; torchax_vae.load runs every diffusers autoencoder class through its generic path"
   )
   with pytest.raises(CheckpointError, match=match):
@@ -290,7 +290,8 @@ def test_released_configs_parse():
   adapters = {name: models.adapter_for(models.config_from_dict(config)) for name, config in PRESETS.items()}
   assert {name: type(a).__name__ for name, a in adapters.items()} == {
     "cogvideox-2b": "CogVideoX", "cogvideox-5b": "CogVideoX", "cogvideox-1.5": "CogVideoX", "wan2.1": "Wan", "wan2.2": "Wan",
-    "hunyuanvideo": "HunyuanVideo", "ltx-video-0.9.0": "LTXVideo", "ltx-video-0.9.1": "LTXVideo",
+    "hunyuanvideo": "HunyuanVideo", "hunyuanvideo-1.5": "HunyuanVideo15", "ltx-video-0.9.0": "LTXVideo",
+    "ltx-video-0.9.1": "LTXVideo", "ltx-2": "LTX2Video",
   }  # fmt: skip
   wan21, wan22 = adapters["wan2.1"], adapters["wan2.2"]
   assert (wan21.latent_channels, wan21.spatial_compression, wan21.sample_channels) == (16, 8, 3)
