@@ -113,3 +113,18 @@ def test_preset_is_the_conversion_scripts_config():
   config = config_from_dict(PRESETS["ltx-2"])
   assert config.to_dict() == expected
   assert adapter_for(config).decoded_shape((1, 128, 16, 22, 38)) == (1, 3, 121, 704, 1216)
+
+
+@pytest.mark.multidevice
+def test_sharded_equals_unsharded_without_gathers(ltx2_dir):
+  """dp=2,tp=4 (batch 3 on dp=2, padded): the same frames; no all-gather and no all-reduce in the
+  program — LTX-2's norms are per position and it has no attention, so only halos move."""
+  from compare.collectives import count_collectives, step_hlo
+
+  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  sharded = torchax_vae.load(ltx2_dir, mesh="dp=2,tp=4", cache_dir=False)
+  z, temb = randn(3, 8, 3, 2, 8, seed=21), np.array([0.05, 0.5, 0.2], np.float32)
+  np.testing.assert_allclose(sharded.decode(z, temb), vae.decode(z, temb), atol=1e-5, rtol=0)
+  (text,) = step_hlo(sharded, (2, 8, 3, 4, 8))
+  counts = count_collectives(text)
+  assert counts["all-gather"] == 0 and counts["all-reduce"] == 0 and counts["collective-permute"] > 0, counts
