@@ -46,9 +46,15 @@ class OneStepVAE(VideoVAE):
   tiles, when the model has them, each run that one step."""
 
   @property
+  def spatial_compression(self) -> int:
+    """diffusers' ``spatial_compression_ratio`` (default: the config's, as HunyuanVideo's and 1.5's)."""
+    return self.config.spatial_compression_ratio
+
+  @property
   def temporal_compression(self) -> int:
-    """diffusers' ``temporal_compression_ratio`` attribute (the unit of frame-tile sizes, where any)."""
-    raise NotImplementedError
+    """diffusers' ``temporal_compression_ratio`` attribute (the unit of frame-tile sizes, where any;
+    default: the config's)."""
+    return self.config.temporal_compression_ratio
 
   def decode_plan(self, num_latent_frames: int) -> list[FrameStep]:
     return plan_from_ranges([(0, num_latent_frames)])

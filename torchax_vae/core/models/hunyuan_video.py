@@ -117,14 +117,6 @@ class HunyuanVideo(ScaledLatents, FrameTiledVAE):
   framewise_decoding = True  # diffusers: use_framewise_decoding = use_framewise_encoding = True
   framewise_encoding = True
 
-  @property
-  def spatial_compression(self) -> int:
-    return self.config.spatial_compression_ratio
-
-  @property
-  def temporal_compression(self) -> int:
-    return self.config.temporal_compression_ratio
-
   def decoded_num_frames(self, num_latent_frames: int) -> int:
     t = num_latent_frames
     for _ in range(self.config.time_scalers):

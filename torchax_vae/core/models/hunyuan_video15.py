@@ -110,14 +110,6 @@ class HunyuanVideo15(ScaledLatents, OneStepVAE):
   tiling_class = HunyuanVideo15Tiling
 
   @property
-  def spatial_compression(self) -> int:
-    return self.config.spatial_compression_ratio
-
-  @property
-  def temporal_compression(self) -> int:
-    return self.config.temporal_compression_ratio
-
-  @property
   def _time_scalers(self) -> int:
     return _log2(self.config.temporal_compression_ratio)
 
