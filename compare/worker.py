@@ -53,11 +53,11 @@ JAX_PATHS = {
     ("torchax_vae.adapter_steps", "torchax_vae.core.loading"),
     ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.models.hunyuan_video",
      "torchax_vae.models.hunyuan_video15", "torchax_vae.models.ltx_video", "torchax_vae.models.ltx2_video",
-     "torchax_vae.generic"),
+     "torchax_vae.generic_torch"),
   ),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert"), ()),
   # torchax_vae.load(..., generic=True): diffusers' own decode traced whole, also for an adapter's class
-  "generic": ("torchax_vae", ("torchax_vae.generic", "torchax_vae.core.loading"), ("torchax_vae.backend",)),
+  "generic": ("torchax_vae", ("torchax_vae.generic", "torchax_vae.core.loading"), ("torchax_vae.backend", "torchax_vae.generic_torch")),
 }
 MATMUL_SIZE = 2048
 

@@ -125,3 +125,133 @@ def test_the_hashed_model_files_are_the_ones_the_builders_run():
 
   assert adapter_steps.diffusers_model_file("cogvideox") == Path(cogvideox.cogvideox.__file__)
   assert adapter_steps.diffusers_model_file("wan") == Path(wan.wan.__file__)
+
+
+# --- the generic path (classes without an adapter) ------------------------------------------------
+
+KL = dict(
+  in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+  block_out_channels=[32, 64], latent_channels=4, norm_num_groups=32, sample_size=32, layers_per_block=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kl_dir(tmp_path_factory):
+  torch = pytest.importorskip("torch")
+  import diffusers
+
+  directory = tmp_path_factory.mktemp("kl")
+  torch.manual_seed(0)
+  diffusers.AutoencoderKL(**KL).save_pretrained(directory)
+  return directory
+
+
+def test_generic_warm_start_imports_no_torch(kl_dir, tmp_path):
+  """AutoencoderKL (no adapter): the second process decodes and encodes from the store alone."""
+  cold = start(kl_dir, tmp_path / "cache", tmp_path / "cold.npz", [1, 4, 6, 4], [1, 3, 12, 8])
+  assert cold["imported"] == ["diffusers", "torch", "torchax"]
+  assert cold["sources"] == {"compiled": 2, "jax_cache": 0, "deserialized": 0}
+  warm = start(kl_dir, tmp_path / "cache", tmp_path / "warm.npz", [1, 4, 6, 4], [1, 3, 12, 8])
+  assert warm["imported"] == [], f"a generic warm start from executables imported {warm['imported']}"
+  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 2}
+  expected, got = np.load(tmp_path / "cold.npz"), np.load(tmp_path / "warm.npz")
+  for name in ("decoded", "encoded"):
+    assert np.array_equal(expected[name], got[name]), name
+
+
+def test_generic_warm_runner_builds_the_module_for_a_changed_state(kl_dir, tmp_path):
+  """Unbuilt, a runner's programs are keyed by the state the manifest recorded; tiling (or any
+  attribute set on ``runner.module``) builds the module and keys a program of its own."""
+  import diffusers
+  import torch
+
+  import torchax_vae
+
+  z = np.random.default_rng(2).standard_normal((1, 4, 24, 20), dtype=np.float32)
+  cold = torchax_vae.load(kl_dir, cache_dir=tmp_path)
+  plain = cold.decode(z)
+  runner = torchax_vae.load(kl_dir, cache_dir=tmp_path)
+  assert not runner._side.built and runner.config.latent_channels == 4 and runner.config["sample_size"] == 32
+  assert np.array_equal(runner.decode(z), plain) and runner.programs.sources["deserialized"] == 1
+  assert not runner._side.built
+  runner.enable_tiling()  # diffusers' own: tiles of sample_size (32 px = 16 latent px), 2 x 2 here
+  assert runner._side.built and type(runner.module) is diffusers.AutoencoderKL
+  tiled = runner.decode(z)
+  assert runner.trace_counts["decode"] == 1
+  torch.manual_seed(0)
+  module = diffusers.AutoencoderKL.from_pretrained(kl_dir).eval()
+  module.enable_tiling()
+  with torch.no_grad():
+    expected = module.decode(torch.from_numpy(z)).sample.numpy()
+  assert float(np.abs(tiled - expected).max()) <= 1e-4
+
+
+def test_generic_manifest_refuses_bad_weights_and_is_rebuilt_when_corrupt(kl_dir, tmp_path):
+  import shutil
+
+  import torchax_vae
+
+  torchax_vae.load(kl_dir, cache_dir=tmp_path)
+  (manifest,) = (tmp_path / "executables").glob("generic-*.json")
+  stored = json.loads(manifest.read_text())
+  assert stored["class_name"] == "AutoencoderKL" and stored["state_shapes"]["decoder.conv_in.weight"] == [64, 4, 3, 3]
+  # Checked against the manifest (no module built), a mis-shaped tensor is still refused, by name.
+  from safetensors.numpy import load_file, save_file
+
+  broken = tmp_path / "broken"
+  shutil.copytree(kl_dir, broken)
+  weights = load_file(broken / "diffusion_pytorch_model.safetensors")
+  weights["decoder.conv_in.weight"] = np.zeros((64, 4, 1, 1), np.float32)
+  save_file(weights, broken / "diffusion_pytorch_model.safetensors")
+  with pytest.raises(CheckpointError, match="decoder.conv_in.weight"):
+    torchax_vae.load(broken, cache_dir=tmp_path)
+  manifest.write_text('{"state_shapes": ')  # cut short
+  with pytest.warns(UserWarning, match="could not be used"):
+    runner = torchax_vae.load(kl_dir, cache_dir=tmp_path)
+  assert runner._side.built  # checked against the module instead, and stored again, whole
+  assert json.loads(manifest.read_text())["state_shapes"] == stored["state_shapes"]
+
+
+def test_generic_manifest_keeps_the_buffers_init_makes():
+  """Non-persistent buffers exist only in ``__init__``; the manifest carries them exactly, so a warm
+  runner places the same values (every conformance class that has such buffers)."""
+  torch = pytest.importorskip("torch")
+  from compare.conformance_cases import CASES
+
+  from torchax_vae import generic
+  from torchax_vae.generic_torch import autoencoder_classes, build_module, describe
+
+  classes = autoencoder_classes()
+  checked = []
+  for name in ("ConsistencyDecoderVAE", "AutoencoderKLCosmos", "AutoencoderVidTok", "AutoencoderSAME", "AutoencoderRAE"):
+    module = build_module(classes[name], CASES[name].config)
+    manifest = json.loads(json.dumps(describe(module)))  # as stored
+    placed = generic._place_buffers((), manifest["buffers"], {}, "float32", None)
+    state = module.state_dict()
+    made = {k: b for k, b in module.named_buffers() if k not in state}
+    assert made and set(placed) == set(made), name
+    for key, buffer in made.items():
+      expected = buffer.detach().float().numpy() if buffer.is_floating_point() else buffer.numpy()
+      assert np.array_equal(np.asarray(placed[key]), expected.astype(np.asarray(placed[key]).dtype)), (name, key)
+    checked.append(name)
+  assert len(checked) == 5 and torch is not None
+
+
+def test_generic_keys_follow_the_class_file(monkeypatch, tmp_path):
+  """The generic programs' key hashes the diffusers file that defines the class, found by reading
+  diffusers' sources: for every class diffusers exports, the file Python imports it from."""
+  import inspect
+
+  from torchax_vae import generic
+  from torchax_vae.generic_torch import autoencoder_classes
+
+  for name, cls in autoencoder_classes().items():
+    assert adapter_steps.diffusers_class_file(name) == Path(inspect.getfile(cls)), name
+  assert adapter_steps.diffusers_class_file("NotAnAutoencoder") is None
+  model_file = adapter_steps.diffusers_class_file("AutoencoderKL")
+  edited = tmp_path / model_file.name
+  edited.write_bytes(model_file.read_bytes() + b"\n# edited\n")
+  assert generic.fingerprint(edited)["source"] != generic.fingerprint(model_file)["source"]
+  version = adapter_steps._version
+  monkeypatch.setattr(adapter_steps, "_version", lambda p: "9.9" if p == "diffusers" else version(p))
+  assert generic.fingerprint(model_file)["diffusers"] == "9.9"

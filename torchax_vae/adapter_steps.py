@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -63,27 +64,47 @@ def _version(package: str) -> str | None:
     return None
 
 
-def diffusers_model_file(adapter_name: str) -> Path:
-  """The installed diffusers' model file of an adapter, found without importing diffusers."""
+def diffusers_autoencoders_dir() -> Path:
+  """The installed diffusers' ``models/autoencoders`` directory, found without importing diffusers."""
   spec = importlib.util.find_spec("diffusers")
   if spec is None or not spec.submodule_search_locations:
     raise ImportError("diffusers is not installed: the torchax path runs diffusers' modules")
-  return Path(next(iter(spec.submodule_search_locations))) / "models" / "autoencoders" / DIFFUSERS_MODEL_FILES[adapter_name]
+  return Path(next(iter(spec.submodule_search_locations))) / "models" / "autoencoders"
 
 
-def fingerprint(adapter_name: str) -> dict[str, Any]:
-  """What an adapter's compiled programs depend on besides config, dtype, mesh and inputs."""
+def diffusers_model_file(adapter_name: str) -> Path:
+  """The installed diffusers' model file of an adapter, found without importing diffusers."""
+  return diffusers_autoencoders_dir() / DIFFUSERS_MODEL_FILES[adapter_name]
+
+
+def diffusers_class_file(class_name: str) -> Path | None:
+  """The file under diffusers' ``models/autoencoders`` that defines ``class_name`` (read, not
+  imported), or ``None`` if none does; tests check it is the file of every class diffusers exports."""
+  definition = re.compile(rf"^class {re.escape(class_name)}\(", re.MULTILINE)
+  for path in sorted(diffusers_autoencoders_dir().glob("*.py")):
+    if definition.search(path.read_text(encoding="utf-8")):
+      return path
+  return None
+
+
+def code_fingerprint(*sources) -> dict[str, Any]:
+  """What compiled torchax programs depend on besides config, dtype, mesh and inputs: the torch,
+  torchax and diffusers versions (package metadata) and a digest of the bridge's files and ``sources``
+  (the path's own files and the diffusers model file), read from disk: nothing is imported."""
   conv3d = conv_lib.conv3d_form()  # fixed for this model's programs (and in their key)
   return {
     "torch": _version("torch"),
     "torchax": _version("torchax"),
     "diffusers": _version("diffusers"),
-    "source": source_digest(
-      *BRIDGE_FILES, *BRIDGE_MODULES, PACKAGE / "models" / f"{adapter_name}.py", diffusers_model_file(adapter_name)
-    ),
+    "source": source_digest(*BRIDGE_FILES, *BRIDGE_MODULES, *sources),
     "conv3d": conv3d,
     "sink_transposes": transposes_lib.enabled(),
   }
+
+
+def fingerprint(adapter_name: str) -> dict[str, Any]:
+  """What an adapter's compiled programs depend on besides config, dtype, mesh and inputs."""
+  return code_fingerprint(PACKAGE / "models" / f"{adapter_name}.py", diffusers_model_file(adapter_name))
 
 
 def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict[str, jax.Array]:

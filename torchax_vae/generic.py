@@ -16,19 +16,24 @@ torchax (with the op overrides and the layout pass every torchax program gets) a
 diffusers does inside — Python loops over frames, framewise or tiled decoding — is unrolled into that
 program, so compile time and memory grow with the input's length where diffusers loops; an adapter
 (:mod:`torchax_vae.core.models`) is what bounds them. Programs go through the same executable store as
-the adapters' steps, keyed by class, config, dtype, mesh and the package versions.
+the adapters' steps, keyed by class, config, dtype, mesh, the package versions and the source files.
+
+This file imports neither torch, torchax nor diffusers: what a start needs of the module (its config,
+state-dict shapes, non-persistent buffers, plain attributes' digest) is stored beside the programs the
+first time the module is built (a manifest, :func:`torchax_vae.generic_torch.describe`), and the module
+(:mod:`torchax_vae.generic_torch`) is built only when a program must be traced or ``runner.module`` is
+asked for. A warm start whose programs are all in the store runs no PyTorch code, as the adapters'.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import dataclasses
 import functools
 import hashlib
 import inspect
 import json
 import numbers
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -40,23 +45,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import adapter_steps, backend
-from .backend import torchax
-from .core import conv as conv_lib
+from . import adapter_steps
 from .core import executables, kinds
 from .core import mesh as mesh_lib
-from .core import norm as norm_lib
-from .core import progress as progress_lib
-from .core import resize as resize_lib
 from .core import transposes as transposes_lib
+from .core import progress as progress_lib
 from .core.checkpoint import check_weights, read_raw_config, read_weights, weight_files
 from .core.compile_cache import executable_dir
 from .core.driver import DTYPES, Precompiled, obtain_recorded
-from .core.errors import BridgeError, CheckpointError, InputError, UnsupportedModelError
+from .core.errors import BridgeError, CheckpointError, InputError
 from .core.progress import ProgressArg
-
-import torch  # noqa: E402  (after torchax: backend imported it through the shim)
-from torchax import interop  # noqa: E402
 
 DECODE, ENCODE = "decode", "encode"
 # Keys the programs' outputs are returned under (a dict: its keys are part of the compiled program's
@@ -71,135 +69,7 @@ OUTPUT = "output"
 WHOLE = "whole"  # the one program of a call (Precompiled.name; the adapters' are "first" / "steady")
 
 
-def autoencoder_classes() -> dict[str, type]:
-  """Every model class ``diffusers.models.autoencoders`` exports, by name (what :func:`load` accepts)."""
-  import diffusers.models.autoencoders as autoencoders
-
-  return {
-    name: obj
-    for name in dir(autoencoders)
-    if not name.startswith("_")
-    and inspect.isclass(obj := getattr(autoencoders, name))
-    and issubclass(obj, torch.nn.Module)
-  }
-
-
-def model_class(class_name: str, source: str) -> type:
-  classes = autoencoder_classes()
-  if class_name not in classes:
-    import diffusers
-
-    raise UnsupportedModelError(
-      f"{source}: _class_name={class_name!r} is not an autoencoder class diffusers {diffusers.__version__} "
-      f"exports (diffusers.models.autoencoders has {len(classes)}: {', '.join(sorted(classes)[:6])}, …)"
-    )
-  return classes[class_name]
-
-
-# --- building the module ---------------------------------------------------------------------
-
-
-_BUILD_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _parameters_on_meta():
-  """Parameters made while active live on the meta device; buffers stay real.
-
-  ``torch.device("meta")`` would put buffers there too, and a non-persistent buffer (not in the
-  checkpoint) would be lost. Each parameter is moved to meta as it is registered, so its init runs
-  on meta, for free (accelerate's ``init_empty_weights(include_buffers=False)`` does the same). The
-  patch is process-wide: loads take a lock, so two loads in two threads build one after the other
-  (a module another thread builds meanwhile, outside ``load``, would get meta parameters too).
-  """
-  with _BUILD_LOCK:
-    register = torch.nn.Module.register_parameter
-
-    def on_meta(module, name, param):
-      register(module, name, param)
-      if param is not None and param.device.type != "meta":
-        module._parameters[name] = type(param)(param.to("meta"), requires_grad=param.requires_grad)
-
-    torch.nn.Module.register_parameter = on_meta
-    try:
-      yield
-    finally:
-      torch.nn.Module.register_parameter = register
-
-
-def build_module(cls: type, raw_config: Mapping[str, Any]) -> torch.nn.Module:
-  """diffusers' ``cls.from_config(config)``, parameters on meta, in eval mode."""
-  with _parameters_on_meta(), torch.no_grad():
-    module = cls.from_config(dict(raw_config))
-  return module.eval()
-
-
-def module_state(module: torch.nn.Module) -> dict[str, Any]:
-  """The module's plain attributes (``use_tiling``, tile sizes, ``use_slicing``, framewise flags …),
-  over every submodule: what ``enable_tiling`` and friends change, so part of each program's key."""
-  state = {}
-  for prefix, sub in module.named_modules():
-    for name, value in vars(sub).items():
-      if name.startswith("_") or name == "training":
-        continue
-      if isinstance(value, bool | int | float | str | type(None)) or (
-        isinstance(value, tuple | list) and all(isinstance(v, bool | int | float | str) for v in value)
-      ):
-        state[f"{prefix}.{name}" if prefix else name] = value
-  return state
-
-
-# --- the traced calls ------------------------------------------------------------------------
-
-
-def _first_field(output: Any) -> tuple[str, Any]:
-  """``(field, value)`` of what a diffusers call returned: ``.sample`` / ``.latent_dist`` / ``.latent``
-  of its output class, the first item of a tuple, or a tensor itself (``""``)."""
-  if isinstance(output, torch.Tensor):
-    return "", output
-  if isinstance(output, Mapping):  # diffusers' BaseOutput is an OrderedDict of its set fields
-    for preferred in ("sample", "latent_dist"):
-      if preferred in output:
-        return preferred, output[preferred]
-    field = next(iter(output))
-    return field, output[field]
-  if isinstance(output, tuple | list) and output:
-    return "0", output[0]
-  raise TypeError(f"expected a tensor, a diffusers output or a tuple, got {type(output).__name__}")
-
-
-def _qualified(cls: type) -> str:
-  return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _decode_call(module, z, kwargs):
-  _, sample = _first_field(module.decode(z, **kwargs))
-  if not isinstance(sample, torch.Tensor):
-    raise TypeError(f"{type(module).__name__}.decode returned {type(sample).__name__}, expected a tensor")
-  return {SAMPLE: sample}
-
-
-def _encode_call(module, x, kwargs):
-  output = module.encode(x, **kwargs)
-  field, value = _first_field(output)
-  made_of = f"{OUTPUT}|{_qualified(type(output))}|{field}"
-  if isinstance(value, torch.Tensor):
-    return {LATENT: value, made_of + "|": torch.zeros((), dtype=torch.int32)}
-  # A posterior: diffusers' DiagonalGaussianDistribution, or a class's own (Oobleck's): mode() and std.
-  mode = value.mode() if hasattr(value, "mode") else getattr(value, "mean", None)
-  std = getattr(value, "std", None)
-  if not isinstance(mode, torch.Tensor):
-    raise TypeError(f"{type(module).__name__}.encode returned {type(value).__name__}: neither a tensor nor a posterior")
-  out = {LATENT: mode, f"{made_of}|{_qualified(type(value))}": torch.zeros((), dtype=torch.int32)}
-  if isinstance(std, torch.Tensor):
-    out[STD] = std.expand_as(mode) if std.shape != mode.shape else std
-  parameters = getattr(value, "parameters", None)
-  if isinstance(parameters, torch.Tensor):
-    out[PARAMETERS] = parameters
-  return out
-
-
-_CALLS = {DECODE: _decode_call, ENCODE: _encode_call}
+PACKAGE = Path(__file__).resolve().parent
 # JAX's errors for Python that reads a traced value (``.item()``, ``bool(tensor)``, a data-dependent
 # shape): the module's code, not the input, is what a traced program cannot run.
 _TRACER_ERRORS = tuple(
@@ -210,24 +80,7 @@ _TRACER_ERRORS = tuple(
 )  # fmt: skip
 
 
-def _sharding_hooks(module: torch.nn.Module, mesh: Mesh) -> list:
-  """Pins the output of every 2D/3D convolution to batch on ``dp`` and width (last axis) on ``tp``.
-
-  No model is named: any convolution's output is ``(B, C, [T,] H, W)``. GSPMD would propagate the
-  input's split on its own; pinned here it cannot drift into replication through a reshape.
-  """
-  constrain = interop.torch_view(jax.lax.with_sharding_constraint)
-
-  def pin(_layer, _args, output):
-    if isinstance(output, torch.Tensor) and output.ndim in (4, 5):
-      return constrain(output, NamedSharding(mesh, _spec(mesh, output.ndim)))
-    return output
-
-  layers = (torch.nn.Conv2d, torch.nn.Conv3d)
-  return [m.register_forward_hook(pin) for m in module.modules() if isinstance(m, layers)]
-
-
-def _spec(mesh: Mesh | None, ndim: int) -> PartitionSpec:
+def spec_for(mesh: Mesh | None, ndim: int) -> PartitionSpec:
   """Batch (axis 0) on ``dp``; for images and videos (rank 4, 5) width (the last axis) on ``tp``."""
   spec: list[str | None] = [None] * ndim
   if mesh is not None:
@@ -238,13 +91,84 @@ def _spec(mesh: Mesh | None, ndim: int) -> PartitionSpec:
   return PartitionSpec(*spec)
 
 
+class FrozenConfig(dict):
+  """The module's config as diffusers' ``FrozenDict`` gives it (items and attributes, read-only),
+  without importing diffusers; JSON's lists stand where diffusers may hold tuples."""
+
+  def __getattr__(self, name: str) -> Any:
+    try:
+      return self[name]
+    except KeyError:
+      raise AttributeError(f"the config has no {name!r}") from None
+
+  def _frozen(self, *args: Any, **kwargs: Any):
+    raise TypeError("a model's config is frozen (diffusers' FrozenDict): build a new model to change it")
+
+  __setitem__ = __delitem__ = __setattr__ = update = pop = popitem = setdefault = clear = _frozen
+
+
+def fingerprint(model_file: Path) -> dict[str, Any]:
+  """What the generic programs depend on besides class, config, dtype, mesh and inputs: the
+  versions and the source files (this path's two, the bridge's, the diffusers model file), read
+  without importing anything."""
+  return adapter_steps.code_fingerprint(PACKAGE / "generic.py", PACKAGE / "generic_torch.py", kinds, model_file)
+
+
+def manifest_key(class_name: str, raw_config: Mapping[str, Any], fp: Mapping[str, Any]) -> str:
+  """The key of a class's manifest: the class, the checkpoint's config and the fingerprint."""
+  text = json.dumps({"class": class_name, "config": raw_config, "fingerprint": fp}, sort_keys=True, default=str)
+  return "generic-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class _ModuleSide:
+  """A generic runner's diffusers module made ready to trace (``generic_torch.Traced``), built —
+  torch, torchax and diffusers imported — on first use, once (two threads tracing build one)."""
+
+  def __init__(self, class_name: str, directory: Path, mesh: Mesh | None):
+    self.class_name = class_name
+    self.directory = directory
+    self.mesh = mesh
+    self._lock = threading.Lock()
+    self._traced = None
+
+  @property
+  def built(self) -> bool:
+    return self._traced is not None
+
+  def model_class(self) -> type:
+    """diffusers' class (:class:`UnsupportedModelError` for one diffusers does not export)."""
+    from . import generic_torch
+
+    return generic_torch.model_class(self.class_name, str(self.directory / "config.json"))
+
+  def get(self):
+    with self._lock:
+      if self._traced is None:
+        from . import generic_torch
+
+        cls = self.model_class()
+        source = str(self.directory / "config.json")
+        try:
+          config = cls.load_config(str(self.directory))
+        except (OSError, ValueError, TypeError) as err:
+          raise CheckpointError(f"{source}: diffusers could not read it as a {self.class_name} config: {err}") from err
+        try:
+          module = generic_torch.build_module(cls, config)
+        except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as err:
+          raise CheckpointError(
+            f"{source}: diffusers could not build {self.class_name} from it: {type(err).__name__}: {err}"
+          ) from err
+        self._traced = generic_torch.Traced(module, self.mesh)
+      return self._traced
+
+
 @dataclasses.dataclass(frozen=True)
 class _Label:
   """What, besides the inputs' signature, a program depends on: kind, static keywords, module state."""
 
   kind: str
   static: tuple  # sorted (name, value) of the non-tensor keywords
-  state: str  # digest of module_state()
+  state: str  # digest of the module's plain attributes (generic_torch.module_state)
 
   def __str__(self) -> str:
     return f"{self.kind}|{self.static}|{self.state}"
@@ -255,30 +179,32 @@ class GenericRunner:
 
   The same interface as the adapters' runner (``decode``, ``encode``, ``encode_moments`` where there is
   a posterior, ``precompile``, ``enable_tiling``, ``as_diffusers``, ``trace_counts``, ``programs``).
-  ``module`` is the diffusers module (meta parameters): its attributes may be set as in diffusers
-  (``vae.module.use_framewise_decoding = True``); programs are keyed by them.
+  ``module`` is the diffusers module (meta parameters), built on first access: its attributes may be
+  set as in diffusers (``vae.module.use_framewise_decoding = True``); programs are keyed by them.
   """
 
   generic = True
 
   def __init__(
     self,
-    module: torch.nn.Module,
+    side: _ModuleSide,
+    manifest: Mapping[str, Any],
     params: dict[str, jax.Array],
     buffers: dict[str, jax.Array],
     *,
     class_name: str,
     raw_config: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
     mesh: Mesh | None,
     dtype: str,
     name: str = "torchax",
     executable_dir: Path | None = None,
     input_dtype: str | None = None,
   ):
-    self.module = module
+    self._side = side
     self.class_name = class_name
     self.raw_config = dict(raw_config)
-    self.config = module.config  # diffusers' FrozenDict
+    self.config = FrozenConfig(manifest["config"])  # the module's config: diffusers' defaults filled in
     self.mesh = mesh
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
@@ -290,29 +216,12 @@ class GenericRunner:
     self.buffers = buffers
     self.tiling: dict[str, Any] | None = None
     self.trace_counts: Counter[str] = Counter()
-    self._env = torchax.default_env()
-    backend.install_op_overrides(self._env)
-    self._jittable = interop.JittableModule(module, dedup_parameters=False)
-    self.conv3d_form = conv_lib.conv3d_form()  # fixed for this runner's programs (and in their key)
-    self._sink = transposes_lib.enabled()
-    if mesh is not None:
-      _sharding_hooks(module, mesh)
-    import diffusers
-
-    from . import _torchax_compat
-
-    model_file = sys.modules[type(module).__module__]
+    self.conv3d_form = fingerprint["conv3d"]  # fixed for this runner's programs (and in their key)
+    self._sink = fingerprint["sink_transposes"]
+    self._fresh_state = manifest["state_digest"]  # the module's plain attributes as built
     self.programs = executables.Programs(
       {
-        "torch": torch.__version__,
-        "torchax": torchax.__version__,
-        "diffusers": diffusers.__version__,
-        "source": executables.source_digest(
-          sys.modules[__name__], backend, _torchax_compat, conv_lib, norm_lib, resize_lib, transposes_lib, kinds,
-          model_file,
-        ),
-        "conv3d": self.conv3d_form,
-        "sink_transposes": self._sink,
+        **fingerprint,
         "name": name,
         "model": class_name,
         "config": json.dumps(self.raw_config, sort_keys=True, default=str),
@@ -323,8 +232,13 @@ class GenericRunner:
       devices=list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]],
     )
     self._jitted: dict[_Label, Callable] = {}
-    self.has_encode = callable(getattr(module, "encode", None))
-    self.has_decode = callable(getattr(module, "decode", None))
+    self.has_encode = manifest["has_encode"]
+    self.has_decode = manifest["has_decode"]
+
+  @property
+  def module(self):
+    """diffusers' module (parameters on the meta device); building it imports torch and diffusers."""
+    return self._side.get().module
 
   def __repr__(self) -> str:
     return f"GenericRunner({self.class_name} via {self.name}, {self.dtype}, mesh={mesh_lib.describe(self.mesh)})"
@@ -332,23 +246,27 @@ class GenericRunner:
   # --- programs ----------------------------------------------------------------------------
 
   def _label(self, kind: str, static: dict[str, Any]) -> _Label:
-    state = json.dumps(module_state(self.module), sort_keys=True, default=str)
-    return _Label(kind, tuple(sorted(static.items())), hashlib.sha256(state.encode()).hexdigest()[:16])
+    # An unbuilt module is as diffusers built it, whose state the manifest holds; a built one may
+    # have been changed (enable_tiling, an attribute set), so it is read.
+    if self._side.built:
+      from .generic_torch import state_digest
+
+      state = state_digest(self._side.get().module)
+    else:
+      state = self._fresh_state
+    return _Label(kind, tuple(sorted(static.items())), state)
 
   def _program(self, label: _Label) -> Callable:
     """The jitted program of one call kind and static keywords (tensor keywords are its arguments)."""
     if label in self._jitted:
       return self._jitted[label]
-    call, static = _CALLS[label.kind], dict(label.static)
+    static = dict(label.static)
     constrain = self._constrain
 
     def traced(params, buffers, x, tensor_kwargs):
       self.trace_counts[label.kind] += 1
-      params = {k: backend._torch_layout(v) for k, v in params.items()}  # kernels back to PyTorch's layout
-      params_t, buffers_t, x_t, kw_t = self._env.j2t_iso((params, buffers, constrain(x), tensor_kwargs))
-      with self._env, torch.no_grad(), conv_lib.using_form(self.conv3d_form), backend.tracking_resizes():
-        out = self._jittable.functional_call(lambda m, x_, kw: call(m, x_, {**kw, **static}), params_t, buffers_t, x_t, kw_t)
-      return {k: constrain(v) for k, v in self._env.t2j_iso(out).items()}
+      run = self._side.get().call(label.kind, static, self.conv3d_form)  # builds the module if need be
+      return {k: constrain(v) for k, v in run(params, buffers, constrain(x), tensor_kwargs).items()}
 
     # channels-last between convolutions, as the adapters' steps (core.transposes)
     program = transposes_lib.sink_transposes(traced) if self._sink else traced
@@ -360,7 +278,7 @@ class GenericRunner:
     if self.mesh is None or not hasattr(x, "ndim") or x.ndim == 0:
       return x
     # Inside jit GSPMD pads an axis the mesh does not divide, so an uneven batch or width still splits.
-    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, _spec(self.mesh, x.ndim)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec_for(self.mesh, x.ndim)))
 
   def _split_kwargs(self, kwargs: Mapping[str, Any]) -> tuple[dict[str, jax.Array], dict[str, Any]]:
     """Tensor keywords (LTX's ``temb``) become program arguments; the rest (``num_frames``) are static."""
@@ -378,7 +296,7 @@ class GenericRunner:
     x = x.astype(self.input_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
     if self.mesh is None:
       return x
-    sharding = NamedSharding(self.mesh, _spec(self.mesh, x.ndim))
+    sharding = NamedSharding(self.mesh, spec_for(self.mesh, x.ndim))
     return mesh_lib.put(x, sharding if kinds.divides(x.shape, sharding) else mesh_lib.replicated(self.mesh))
 
   def _compiled(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any], obtain: Callable) -> tuple[Any, tuple]:
@@ -538,40 +456,52 @@ def _sample(mode: jax.Array, std: jax.Array, key: jax.Array) -> jax.Array:
 
 
 def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None) -> GenericRunner:
-  """A :class:`GenericRunner` of the checkpoint in ``directory`` (resolved; config read by diffusers)."""
+  """A :class:`GenericRunner` of the checkpoint in ``directory`` (resolved).
+
+  The weights are checked against the module's state dict: from the store's manifest when one is
+  there (nothing of torch imported, no module built), else from the module, built here (config read
+  by diffusers), and the manifest stored for the next start once the weights fit it.
+  """
   raw = read_raw_config(directory)
   source = str(directory / "config.json")
   class_name = raw.get("_class_name")
   if not isinstance(class_name, str):
     raise CheckpointError(f"{source}: no _class_name; diffusers writes it (which autoencoder class is this?)")
-  cls = model_class(class_name, source)
-  try:
-    config = cls.load_config(str(directory))
-  except (OSError, ValueError, TypeError) as err:
-    raise CheckpointError(f"{source}: diffusers could not read it as a {class_name} config: {err}") from err
-  try:
-    module = build_module(cls, config)
-  except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as err:
-    raise CheckpointError(f"{source}: diffusers could not build {class_name} from it: {type(err).__name__}: {err}") from err
+  side = _ModuleSide(class_name, directory, mesh)
+  # The diffusers file that defines the class, found by reading, not importing; a class defined
+  # elsewhere (or none: diffusers refuses it, naming what it exports) is asked of diffusers.
+  model_file = adapter_steps.diffusers_class_file(class_name) or Path(inspect.getfile(side.model_class()))
+  fp = fingerprint(model_file)
+  store = executables.ExecutableStore(executable_dir(cache_dir))
+  key = manifest_key(class_name, raw, fp)
+  manifest = store.load_manifest(key)
+  fresh = manifest is None
+  if fresh:
+    from .generic_torch import describe
+
+    manifest = describe(side.get().module)
   weights = read_weights(weight_files(directory))
-  state = module.state_dict()
-  persistent = {name for name, _ in module.named_buffers() if name in state}
-  integer_buffers = frozenset(k for k in persistent if not state[k].is_floating_point())
-  check_weights(weights, {k: tuple(v.shape) for k, v in state.items()}, str(directory), non_float=integer_buffers)
-  params = _place_params(cls, {k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
-  buffers = _place_buffers(module, {k: weights[k] for k in persistent}, dtype, mesh)
+  persistent = set(manifest["persistent_buffers"])
+  shapes = {k: tuple(v) for k, v in manifest["state_shapes"].items()}
+  check_weights(weights, shapes, str(directory), non_float=frozenset(manifest["integer_buffers"]))
+  if fresh:  # checked first: a manifest is only ever written for weights that fit it
+    store.save_manifest(key, {"class_name": class_name, **manifest})
+  keep = tuple(manifest["keep_in_fp32"])
+  params = _place_params(keep, {k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
+  buffers = _place_buffers(keep, manifest["buffers"], {k: weights[k] for k in persistent}, dtype, mesh)
   return GenericRunner(
-    module, params, buffers, class_name=class_name, raw_config=dict(config), mesh=mesh, dtype=dtype,
-    executable_dir=executable_dir(cache_dir), input_dtype=_model_dtype(module, params, dtype),
+    side, manifest, params, buffers, class_name=class_name, raw_config=raw, fingerprint=fp, mesh=mesh,
+    dtype=dtype, executable_dir=executable_dir(cache_dir),
+    input_dtype=_model_dtype(manifest["parameter_order"], keep, params, dtype),
   )  # fmt: skip
 
 
-def _model_dtype(module: torch.nn.Module, params: dict[str, jax.Array], dtype: str) -> str:
-  """diffusers' ``get_parameter_dtype``: the first floating parameter outside ``_keep_in_fp32_modules``,
-  else the last parameter's dtype (a class that keeps every module in float32 takes float32 inputs)."""
-  keep = tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+def _model_dtype(parameter_order: list[str], keep: tuple[str, ...], params: dict[str, jax.Array], dtype: str) -> str:
+  """diffusers' ``get_parameter_dtype``: the first floating parameter (in the module's order) outside
+  ``_keep_in_fp32_modules``, else the last parameter's dtype (a class that keeps every module in
+  float32 takes float32 inputs)."""
   last = dtype
-  for name, _ in module.named_parameters():
+  for name in parameter_order:
     if name not in params:
       continue
     last = "float32" if params[name].dtype == jnp.float32 else dtype
@@ -580,40 +510,42 @@ def _model_dtype(module: torch.nn.Module, params: dict[str, jax.Array], dtype: s
   return last
 
 
-def _kept_in_fp32(cls: type, names, dtype: str) -> set[str]:
-  """The names (parameters, buffers) of the class's ``_keep_in_fp32_modules``, which diffusers'
-  ``from_pretrained(torch_dtype=...)`` keeps in float32 (its rule: a module name among the dotted parts)."""
-  keep = tuple(getattr(cls, "_keep_in_fp32_modules", None) or ())
+def _kept_in_fp32(keep: tuple[str, ...], names, dtype: str) -> set[str]:
+  """The names (parameters, buffers) of the class's ``_keep_in_fp32_modules`` (``keep``), which
+  diffusers' ``from_pretrained(torch_dtype=...)`` keeps in float32 (its rule: a module name among the
+  dotted parts)."""
   return {k for k in names if dtype != "float32" and any(m in k.split(".") for m in keep)}
 
 
-def _place_params(cls: type, weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
+def _place_params(keep: tuple[str, ...], weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
   """The parameters in ``dtype``, except those :func:`_kept_in_fp32`."""
-  fp32 = _kept_in_fp32(cls, weights, dtype)
+  fp32 = _kept_in_fp32(keep, weights, dtype)
   params = adapter_steps.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
   params.update(adapter_steps.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
   return params
 
 
-def _place_buffers(module: torch.nn.Module, persistent: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
-  """Buffers as JAX arrays, replicated: persistent ones from the checkpoint, the others as ``__init__``
-  made them. Floating buffers take the model's dtype, as ``module.to(dtype)`` would cast them (float32
-  in the modules the class keeps in float32)."""
+def _decode_array(encoded: Mapping[str, Any]) -> np.ndarray:
+  """:func:`torchax_vae.generic_torch.encode_array`'s inverse."""
+  data = base64.b64decode(encoded["data"])
+  return np.frombuffer(data, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
+
+
+def _place_buffers(
+  keep: tuple[str, ...], made: Mapping[str, Any], persistent: dict[str, np.ndarray], dtype: str, mesh
+) -> dict[str, jax.Array]:
+  """Buffers as JAX arrays, replicated: persistent ones from the checkpoint, the others (``made``:
+  the manifest's) as ``__init__`` made them. Floating buffers take the model's dtype, as
+  ``module.to(dtype)`` would cast them (float32 in the modules the class keeps in float32)."""
   sharding = mesh_lib.replicated(mesh)
-  names = [name for name, _ in module.named_buffers()]
-  fp32 = _kept_in_fp32(type(module), names, dtype)
+  values = {**{name: _decode_array(v) for name, v in made.items()}, **persistent}
+  fp32 = _kept_in_fp32(keep, values, dtype)
   out = {}
-  for name, buffer in module.named_buffers():
-    value = persistent[name] if name in persistent else _numpy(buffer)
+  for name, value in values.items():
     if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
       value = np.asarray(value).astype(DTYPES["float32" if name in fp32 else dtype])
     out[name] = mesh_lib.put(value, sharding)
   return out
 
 
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-  tensor = tensor.detach().cpu()
-  return tensor.float().numpy() if tensor.dtype == torch.bfloat16 else tensor.numpy()
-
-
-__all__ = ["GenericRunner", "InputError", "autoencoder_classes", "load_generic", "model_class"]
+__all__ = ["FrozenConfig", "GenericRunner", "InputError", "load_generic"]
