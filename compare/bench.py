@@ -218,7 +218,7 @@ def resolve_model(model: str | None) -> tuple[Path, str]:
 @dataclasses.dataclass(frozen=True)
 class GenericModel:
   """A class without an adapter, as the bench needs it: the torchax path runs it through the generic
-  path (``torchax_vae.generic``); native_flax has no port (reported as not available)."""
+  path (``torchax_vae.runtime.generic``); native_flax has no port (reported as not available)."""
 
   class_name: str
   latent_channels: int | None  # config.json's latent_channels, if it has one (checked against --latent)

@@ -2,7 +2,7 @@
 
     python -m compare.conformance [--out conformance-out] [--classes AutoencoderKL,AutoencoderDC] [--quick]
 
-The classes are discovered (``torchax_vae.generic_torch.autoencoder_classes``: what the installed diffusers
+The classes are discovered (``torchax_vae.tracing.generic_module.autoencoder_classes``: what the installed diffusers
 exports from ``diffusers.models.autoencoders``), not listed: a class a later diffusers adds is a new
 row, "no small config" until :mod:`compare.conformance_cases` has one. For each class with a case:
 random weights (``torch.manual_seed(0)``, diffusers' init) saved with ``save_pretrained`` and loaded by
@@ -87,7 +87,7 @@ def torch_outputs(module, case, x, z, *, decode: bool = True, encode: bool = Tru
   """diffusers' own decode (``.sample``) and encode (mode or latent) as numpy, like the generic path takes them."""
   import torch
 
-  from torchax_vae.generic_torch import _first_field
+  from torchax_vae.tracing.generic_module import _first_field
 
   out = {}
   with torch.no_grad():
@@ -243,7 +243,7 @@ def run_case(class_name: str, cls, case, workdir: Path, *, bf16: bool = True, fr
 
 
 def discover() -> dict[str, type]:
-  from torchax_vae.generic_torch import autoencoder_classes
+  from torchax_vae.tracing.generic_module import autoencoder_classes
 
   return autoencoder_classes()
 
@@ -336,7 +336,7 @@ def environment() -> dict[str, str]:
   import jax
   import torch
 
-  from torchax_vae.backend import torchax
+  from torchax_vae.tracing.backend import torchax
 
   return {
     "python": platform.python_version(),

@@ -46,18 +46,22 @@ from typing import Any
 # The package to import and the modules its load() pulls in, imported up front so that the "imports"
 # phase of a start stays apart from its "weights" phase; the second tuple only where the process
 # traces (cold, warm from JAX's cache, compile-only): a warm start from stored executables needs none
-# of torch, torchax or diffusers (torchax_vae.adapter_steps), so its imports are what a user's are.
+# of torch, torchax or diffusers (torchax_vae.runtime), so its imports are what a user's are.
 JAX_PATHS = {
   "torchax": (
     "torchax_vae",
-    ("torchax_vae.adapter_steps", "torchax_vae.core.loading"),
-    ("torchax_vae.backend", "torchax_vae.models.cogvideox", "torchax_vae.models.wan", "torchax_vae.models.hunyuan_video",
-     "torchax_vae.models.hunyuan_video15", "torchax_vae.models.ltx_video", "torchax_vae.models.ltx2_video",
-     "torchax_vae.generic_torch"),
+    ("torchax_vae.runtime.adapters", "torchax_vae.core.loading"),
+    ("torchax_vae.tracing.backend", "torchax_vae.tracing.models.cogvideox", "torchax_vae.tracing.models.wan",
+     "torchax_vae.tracing.models.hunyuan_video", "torchax_vae.tracing.models.hunyuan_video15",
+     "torchax_vae.tracing.models.ltx_video", "torchax_vae.tracing.models.ltx2_video", "torchax_vae.tracing.generic_module"),
   ),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert"), ()),
   # torchax_vae.load(..., generic=True): diffusers' own decode traced whole, also for an adapter's class
-  "generic": ("torchax_vae", ("torchax_vae.generic", "torchax_vae.core.loading"), ("torchax_vae.backend", "torchax_vae.generic_torch")),
+  "generic": (
+    "torchax_vae",
+    ("torchax_vae.runtime.generic", "torchax_vae.core.loading"),
+    ("torchax_vae.tracing.backend", "torchax_vae.tracing.generic_module"),
+  ),
 }
 MATMUL_SIZE = 2048
 
@@ -403,14 +407,14 @@ def abstract_weights() -> None:
   """
   import jax
 
-  from torchax_vae import adapter_steps
+  from torchax_vae.runtime import weights as weights_lib
   from torchax_vae.core import mesh as mesh_lib
   from torchax_vae.core.driver import DTYPES
 
   def place(weights, dtype, mesh=None):
     sharding = mesh_lib.replicated(mesh)
     target = DTYPES[dtype]
-    return {k: jax.ShapeDtypeStruct(adapter_steps.kernel_layout(v).shape, target, sharding=sharding) for k, v in weights.items()}
+    return {k: jax.ShapeDtypeStruct(weights_lib.kernel_layout(v).shape, target, sharding=sharding) for k, v in weights.items()}
 
   real_put = mesh_lib.put
 
@@ -419,7 +423,7 @@ def abstract_weights() -> None:
       return jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding)
     return real_put(value, sharding)
 
-  adapter_steps.place_weights = place
+  weights_lib.place_weights = place
   mesh_lib.put = put
 
 

@@ -47,17 +47,18 @@ def load(
   ``runner.decode(z)`` / ``runner.encode(x, key=None)`` take and return diffusers' layout
   ``(B, C, T, H, W)``; ``runner.model`` is the NNX model.
   """
-  from torchax_vae.core.loading import load_runner
+  from torchax_vae.core.loading import load_runner, open_checkpoint
 
+  source, mesh = open_checkpoint(
+    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh
+  )
   return load_runner(
     "native_flax",
     {"AutoencoderKLCogVideoX": _build_native_backend, "AutoencoderKLWan": _build_native_backend},  # the ports
-    pretrained_model_name_or_path,
-    subfolder=subfolder,
+    source,
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,
-    revision=revision,
   )
 
 

@@ -9,6 +9,16 @@ import numpy as np
 from compare.reference import build, perturb, state_numpy  # noqa: F401  (the tests' module-parity helpers)
 
 
+def xla_flags_with_devices(count: int) -> str:
+  """This process's XLA_FLAGS (the tests' code-generation flags: conftest.py) with ``count`` simulated
+  CPU devices instead of 8, for a subprocess whose results are compared with this process's bit for bit."""
+  import os
+  import re
+
+  flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", "")).split()
+  return " ".join([*flags, f"--xla_force_host_platform_device_count={count}"])
+
+
 def torch_decode(model, z: np.ndarray) -> np.ndarray:
   import torch
 

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_torchax_imports_and_removed_overloads_are_gone_from_its_tables():
-  from torchax_vae._torchax_compat import _RemovedOverload, import_torchax
+  from torchax_vae.tracing._torchax_compat import _RemovedOverload, import_torchax
 
   torchax = import_torchax()
   import torch
@@ -26,7 +26,7 @@ def test_torchax_imports_and_removed_overloads_are_gone_from_its_tables():
 
 
 def test_overload_lookup_is_restored_after_import():
-  from torchax_vae._torchax_compat import import_torchax
+  from torchax_vae.tracing._torchax_compat import import_torchax
 
   import_torchax()
   import torch
@@ -37,7 +37,7 @@ def test_overload_lookup_is_restored_after_import():
 
 
 def test_ops_run_through_torchax():
-  from torchax_vae._torchax_compat import import_torchax
+  from torchax_vae.tracing._torchax_compat import import_torchax
 
   torchax = import_torchax()
   import torch
@@ -53,7 +53,7 @@ def test_plain_import_of_torchax_fails_exactly_where_torch_lacks_the_overloads()
   # On such a torch, plain `import torchax` fails and the shim stood in for some; on an older torch
   # (the accelerator image's 2.11) both work and the shim stood in for none. When this fails because a
   # plain import works on a torch without them, a fixed torchax is installed and the shim can go.
-  from torchax_vae import _torchax_compat
+  from torchax_vae.tracing import _torchax_compat
 
   _torchax_compat.import_torchax()
   import torch
@@ -84,7 +84,7 @@ def test_shim_is_a_no_op_where_nothing_is_missing(tmp_path):
     (tmp_path / name).write_text(text)
   code = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "from torchax_vae import _torchax_compat as c; import torch; "
+    "from torchax_vae.tracing import _torchax_compat as c; import torch; "
     "getattr_before = torch._ops.OpOverloadPacket.__getattr__; "
     "t = c.import_torchax(); "
     "assert t.__version__ == 'stub' and t.PROD is torch.ops.aten.prod.dim_int, t; "

@@ -20,7 +20,7 @@ pytest.importorskip("transformers")  # diffusers' video pipelines import it (the
 
 import diffusers  # noqa: E402
 
-from torchax_vae.diffusers_vae import DiffusersVAE, attach  # noqa: E402
+from torchax_vae.tracing.diffusers_vae import DiffusersVAE, attach  # noqa: E402
 
 FRAMES_TOL = 1e-4  # max abs on the video processor's [0, 1] frames, fp32
 COGVIDEOX_VAE = dict(  # diffusers' tests/pipelines/cogvideo: 8x space, 4x time

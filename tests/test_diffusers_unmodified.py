@@ -10,7 +10,7 @@ from importlib import metadata
 import numpy as np
 import pytest
 
-from torchax_vae.adapter_steps import DIFFUSERS_MODEL_FILES
+from torchax_vae.runtime.fingerprint import DIFFUSERS_MODEL_FILES
 
 MODEL_FILES = sorted(DIFFUSERS_MODEL_FILES.values())  # every adapter's model file (CogVideoX, Wan, HunyuanVideo, LTX, LTX-2)
 

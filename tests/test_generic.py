@@ -1,4 +1,4 @@
-"""The generic path (``torchax_vae.generic``): any diffusers autoencoder, unmodified, one program per call
+"""The generic path (``torchax_vae.runtime.generic``): any diffusers autoencoder, unmodified, one program per call
 signature, against diffusers PyTorch on the same weights (fp32 max abs ≤ ``TOL``)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from helpers import randn
 
 import torchax_vae
 from torchax_vae.core.errors import CheckpointError, UnsupportedModelError
-from torchax_vae.generic import GenericRunner, InputError
+from torchax_vae.runtime.generic import GenericRunner, InputError
 
 torch = pytest.importorskip("torch")
 import diffusers  # noqa: E402

@@ -77,7 +77,7 @@ def test_attention_mask_is_diffusers(hv15_torch):
   """The override builds diffusers' ``prepare_causal_attention_mask`` values (3 frames of 2x3 tokens)."""
   from diffusers.models.autoencoders.autoencoder_kl_hunyuanvideo15 import HunyuanVideo15AttnBlock
 
-  from torchax_vae.models.hunyuan_video15 import causal_attention_mask
+  from torchax_vae.tracing.models.hunyuan_video15 import causal_attention_mask
 
   expected = HunyuanVideo15AttnBlock.prepare_causal_attention_mask(3, 6, torch.float32, "cpu", batch_size=2)
   got = causal_attention_mask(3, 6, torch.float32, "cpu", batch_size=2)

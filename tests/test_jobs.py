@@ -130,6 +130,7 @@ def test_without_frames_takes_the_longest_valid_count_and_keyed_samples_ignore_b
 
   import torchax_vae
   from torchax_vae import jobs
+  from torchax_vae.jobs.encode import _frames_to_video
 
   vae = tiny_wan_dirs["2.1"]
   args = ("--model", vae, "--size", "32,32", "--sample", 5)
@@ -142,7 +143,7 @@ def test_without_frames_takes_the_longest_valid_count_and_keyed_samples_ignore_b
   assert np.array_equal(a, latents_of(tmp_path / "alone" / "a.safetensors")[0])
   runner = torchax_vae.load(vae)
   frames, _ = jobs.read_video(videos / "a.mp4", jobs.EncodeSettings(size=(32, 32)), runner.adapter)
-  video = jobs._frames_to_video(jax.numpy.asarray(frames[None]))
+  video = _frames_to_video(jax.numpy.asarray(frames[None]))
   item = jobs.Item(0, videos / "a.mp4", "a")
   expected = runner.adapter.latents_from_encode(runner.encode(video, jobs.sample_key(5, item)))
   np.testing.assert_allclose(a, np.asarray(expected), atol=TOL, rtol=0)
@@ -153,7 +154,8 @@ def test_decode_job_makes_the_single_decodes_videos_and_resumes(tiny_dir, tmp_pa
   """latent files (a batch of 2 among them, one of the wrong channels) -> one MP4 per item, frames as
   the single-file ``decode`` makes them; a re-run redoes nothing, trusting the manifest's record of
   each output (no MP4 read back) and, for a file touched since, the key in the MP4's own tag."""
-  from torchax_vae import cli, jobs, pipeline
+  from torchax_vae import cli, pipeline
+  from torchax_vae.jobs import commit
 
   from helpers import randn
 
@@ -175,15 +177,15 @@ def test_decode_job_makes_the_single_decodes_videos_and_resumes(tiny_dir, tmp_pa
     reference = single if item is None else single.with_name(f"{name}-{item}.mp4")
     made = out / (f"{name}.mp4" if item is None else f"{name}-{item}.mp4")
     assert np.array_equal(pipeline.read_mp4(made), pipeline.read_mp4(reference))
-  read_back = jobs._mp4_comment
-  monkeypatch.setattr(jobs, "_mp4_comment", lambda path: pytest.fail(f"{path} read back although the manifest vouched for it"))
+  read_back = commit._mp4_comment  # stored_job_key looks it up there
+  monkeypatch.setattr(commit, "_mp4_comment", lambda path: pytest.fail(f"{path} read back although the manifest vouched for it"))
   stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
   assert cli.main(["decode", str(latents), "-o", str(out), *map(str, args)]) == 1  # wrong.npy fails again
   assert {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == stamps  # nothing redone
   assert manifest(out)["x.npy"].get("reused") is True
   os.utime(out / "x.mp4", ns=(stamps[out / "x.mp4"] - 10**9,) * 2)  # no longer the file the manifest recorded
   calls = []
-  monkeypatch.setattr(jobs, "_mp4_comment", lambda path: calls.append(path.name) or read_back(path))
+  monkeypatch.setattr(commit, "_mp4_comment", lambda path: calls.append(path.name) or read_back(path))
   stamps[out / "x.mp4"] -= 10**9
   assert cli.main(["decode", str(latents), "-o", str(out), *map(str, args)]) == 1
   assert calls == ["x.mp4"] and {p: p.stat().st_mtime_ns for p in out.glob("*.mp4")} == stamps  # its tag still matched
@@ -312,7 +314,9 @@ def test_two_processes_split_the_inputs(videos, tiny_dir, tmp_path):
     sock.bind(("localhost", 0))
     port = sock.getsockname()[1]
   env = _worker_env()
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  from helpers import xla_flags_with_devices
+
+  env["XLA_FLAGS"] = xla_flags_with_devices(1)
   out = tmp_path / "two"
   procs = [
     subprocess.Popen(
@@ -333,10 +337,11 @@ def test_two_processes_split_the_inputs(videos, tiny_dir, tmp_path):
 
 def _kill_at_publish(count: int, argv: list[str]) -> int:
   """The encode command, SIGKILLed as its ``count``-th output is about to be renamed into place."""
-  from torchax_vae import cli, jobs
+  from torchax_vae import cli
+  from torchax_vae.jobs import commit
 
   calls = []
-  real = jobs._publish
+  real = commit._publish
 
   def publish(partial, path):
     calls.append(path)
@@ -344,7 +349,7 @@ def _kill_at_publish(count: int, argv: list[str]) -> int:
       os.kill(os.getpid(), signal.SIGKILL)
     real(partial, path)
 
-  jobs._publish = publish
+  commit._publish = publish  # write_atomically looks it up there
   return cli.main(["encode", *argv, "--no-progress", "--readers", "1"])
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from helpers import randn
 
-from torchax_vae import backend
+from torchax_vae.tracing import backend
 
 
 def _through_torchax(fn, *tensors):

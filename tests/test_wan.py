@@ -202,6 +202,7 @@ def test_a_path_without_the_model_says_so_before_reading_weights(tiny_wan_dirs, 
   """A path that has no backend for the checkpoint's class is refused from config.json alone."""
   import shutil
 
+  from torchax_vae.core.checkpoint import resolve_checkpoint
   from torchax_vae.core.loading import load_runner
 
   checkpoint = tmp_path / "wan"
@@ -209,8 +210,8 @@ def test_a_path_without_the_model_says_so_before_reading_weights(tiny_wan_dirs, 
   (checkpoint / "diffusion_pytorch_model.safetensors").write_bytes(b"not read")
   match = r"the some path has no AutoencoderKLWan yet; it runs AutoencoderKLCogVideoX \(torchax_vae.load runs every"
   with pytest.raises(UnsupportedModelError, match=match):
-    load_runner("some", {"AutoencoderKLCogVideoX": None}, checkpoint, subfolder=None, dtype="float32", mesh=None,
-                cache_dir=False, revision=None)  # fmt: skip
+    load_runner("some", {"AutoencoderKLCogVideoX": None}, resolve_checkpoint(checkpoint), dtype="float32", mesh=None,
+                cache_dir=False)  # fmt: skip
 
 
 # --- real configs ---------------------------------------------------------------------------------

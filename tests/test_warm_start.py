@@ -1,5 +1,5 @@
 """A warm start of the torchax path from stored executables imports neither torch, torchax nor
-diffusers (``torchax_vae.adapter_steps``), decodes and encodes bit for bit as the process that
+diffusers (``torchax_vae.runtime``), decodes and encodes bit for bit as the process that
 compiled, and keeps every key honest.
 
 Each process is a fresh interpreter, as a user's restart is: the first fills the store (programs and
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from torchax_vae import adapter_steps
+from torchax_vae.runtime import adapters
+from torchax_vae.runtime import fingerprint as fingerprint_lib
 from torchax_vae.core.errors import CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_manifest_is_the_module_shapes_and_refuses_bad_weights(tiny_dir, tmp_pat
   bad = dict(checkpoint.weights, **{name: np.zeros((1, 2, 3), np.float32)})
   broken = type(checkpoint)(config=checkpoint.config, weights=bad, directory=checkpoint.directory)
   with pytest.raises(CheckpointError, match=name):
-    adapter_steps.build(broken, "float32", None, executable_dir=tmp_path / "executables")
+    adapters.build(broken, "float32", None, executable_dir=tmp_path / "executables")
 
 
 def test_a_corrupt_manifest_is_rebuilt(tiny_dir, tmp_path):
@@ -107,24 +108,24 @@ def test_a_corrupt_manifest_is_rebuilt(tiny_dir, tmp_path):
 
 
 def test_every_key_follows_versions_and_sources(monkeypatch, tmp_path):
-  base = adapter_steps.fingerprint("cogvideox")
-  version = adapter_steps._version
+  base = fingerprint_lib.adapter_fingerprint("cogvideox")
+  version = fingerprint_lib._version
   for package in ("torch", "torchax", "diffusers"):
     with monkeypatch.context() as patch:
-      patch.setattr(adapter_steps, "_version", lambda name, p=package: "9.9" if name == p else version(name))
-      assert adapter_steps.fingerprint("cogvideox")[package] == "9.9"
+      patch.setattr(fingerprint_lib, "_version", lambda name, p=package: "9.9" if name == p else version(name))
+      assert fingerprint_lib.adapter_fingerprint("cogvideox")[package] == "9.9"
   # An edited diffusers model file (or any bridge file) changes the source digest.
   edited = tmp_path / "autoencoder_kl_cogvideox.py"
-  edited.write_bytes(adapter_steps.diffusers_model_file("cogvideox").read_bytes() + b"\n# edited\n")
-  monkeypatch.setattr(adapter_steps, "diffusers_model_file", lambda name: edited)
-  assert adapter_steps.fingerprint("cogvideox")["source"] != base["source"]
+  edited.write_bytes(fingerprint_lib.diffusers_model_file("cogvideox").read_bytes() + b"\n# edited\n")
+  monkeypatch.setattr(fingerprint_lib, "diffusers_model_file", lambda name: edited)
+  assert fingerprint_lib.adapter_fingerprint("cogvideox")["source"] != base["source"]
 
 
 def test_the_hashed_model_files_are_the_ones_the_builders_run():
-  from torchax_vae.models import cogvideox, wan
+  from torchax_vae.tracing.models import cogvideox, wan
 
-  assert adapter_steps.diffusers_model_file("cogvideox") == Path(cogvideox.cogvideox.__file__)
-  assert adapter_steps.diffusers_model_file("wan") == Path(wan.wan.__file__)
+  assert fingerprint_lib.diffusers_model_file("cogvideox") == Path(cogvideox.cogvideox.__file__)
+  assert fingerprint_lib.diffusers_model_file("wan") == Path(wan.wan.__file__)
 
 
 # --- the generic path (classes without an adapter) ------------------------------------------------
@@ -218,8 +219,8 @@ def test_generic_manifest_keeps_the_buffers_init_makes():
   torch = pytest.importorskip("torch")
   from compare.conformance_cases import CASES
 
-  from torchax_vae import generic
-  from torchax_vae.generic_torch import autoencoder_classes, build_module, describe
+  from torchax_vae.runtime import generic
+  from torchax_vae.tracing.generic_module import autoencoder_classes, build_module, describe
 
   classes = autoencoder_classes()
   checked = []
@@ -242,16 +243,16 @@ def test_generic_keys_follow_the_class_file(monkeypatch, tmp_path):
   diffusers' sources: for every class diffusers exports, the file Python imports it from."""
   import inspect
 
-  from torchax_vae import generic
-  from torchax_vae.generic_torch import autoencoder_classes
+  from torchax_vae.tracing.generic_module import autoencoder_classes
 
   for name, cls in autoencoder_classes().items():
-    assert adapter_steps.diffusers_class_file(name) == Path(inspect.getfile(cls)), name
-  assert adapter_steps.diffusers_class_file("NotAnAutoencoder") is None
-  model_file = adapter_steps.diffusers_class_file("AutoencoderKL")
+    assert fingerprint_lib.diffusers_class_file(name) == Path(inspect.getfile(cls)), name
+  assert fingerprint_lib.diffusers_class_file("NotAnAutoencoder") is None
+  model_file = fingerprint_lib.diffusers_class_file("AutoencoderKL")
   edited = tmp_path / model_file.name
   edited.write_bytes(model_file.read_bytes() + b"\n# edited\n")
-  assert generic.fingerprint(edited)["source"] != generic.fingerprint(model_file)["source"]
-  version = adapter_steps._version
-  monkeypatch.setattr(adapter_steps, "_version", lambda p: "9.9" if p == "diffusers" else version(p))
-  assert generic.fingerprint(model_file)["diffusers"] == "9.9"
+  generic_fingerprint = fingerprint_lib.generic_fingerprint
+  assert generic_fingerprint(edited)["source"] != generic_fingerprint(model_file)["source"]
+  version = fingerprint_lib._version
+  monkeypatch.setattr(fingerprint_lib, "_version", lambda p: "9.9" if p == "diffusers" else version(p))
+  assert generic_fingerprint(model_file)["diffusers"] == "9.9"

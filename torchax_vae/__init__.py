@@ -8,7 +8,7 @@
 Every autoencoder class diffusers exports loads; the class is read from ``config.json``. Those with an
 adapter — ``AutoencoderKLCogVideoX`` (CogVideoX 2b, 5b, 1.5) and ``AutoencoderKLWan`` (Wan 2.1, the
 Wan 2.2 A14B models, and the Wan 2.2 TI2V-5B VAE) — run as fixed frame-step programs whatever the
-video's length; every other class runs through the generic path (:mod:`torchax_vae.generic`): the
+video's length; every other class runs through the generic path (:mod:`torchax_vae.runtime.generic`): the
 module's own ``decode``/``encode``, one program per input signature.
 
 Command line: ``python -m torchax_vae decode LATENTS -o OUT.mp4`` (see ``--help``).
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
   from jax.sharding import Mesh
 
   from .core.driver import Runner
-  from .generic import GenericRunner
+  from .runtime.generic import GenericRunner
 
 __all__ = ["decode_latents", "load"]
 
@@ -57,7 +57,7 @@ def load(
       (with ``subfolder="vae"``), a VAE dir with ``config.json``, or a pipeline dir with a ``vae/``
       subfolder. ``config.json``'s ``_class_name`` picks the model: its adapter (a
       :class:`~torchax_vae.core.driver.Runner`), else the generic path
-      (:class:`~torchax_vae.generic.GenericRunner`); a class diffusers does not export is refused.
+      (:class:`~torchax_vae.runtime.generic.GenericRunner`); a class diffusers does not export is refused.
     dtype: ``"float32"`` or ``"bfloat16"``.
     mesh: ``None`` (one device), a ``jax.sharding.Mesh`` or ``"dp=2,tp=4"``: batch on ``dp``,
       width on ``tp``, weights replicated.
@@ -70,34 +70,28 @@ def load(
       ``decode``/``encode`` traced whole, one program per input signature): for comparing the two
       (``compare.bench --paths generic``); exact either way.
   """
-  from .core import mesh as mesh_lib
-  from .core.checkpoint import resolve_checkpoint_dir
   from .core.compile_cache import enable_compilation_cache
-  from .core.driver import DTYPES
-  from .core.loading import generic_class_name, load_runner
-  from .core.models import ADAPTERS
+  from .core.loading import load_runner, open_checkpoint
 
-  if dtype not in DTYPES:
-    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-  mesh = mesh_lib.make_mesh(mesh)
-  directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
-  if generic or generic_class_name(directory) is not None:
+  source, mesh = open_checkpoint(
+    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh
+  )
+  if generic or not source.has_adapter:
     # No adapter: the unmodified module's own decode/encode, one program per call signature.
-    from .generic import load_generic
+    from .runtime.generic import load_generic
 
-    return load_generic(directory, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir))
+    return load_generic(source, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir))
   # An adapter's steps import torch, torchax and diffusers only when a program must be traced: a
-  # warm start from stored executables imports none of them (torchax_vae.adapter_steps).
-  from . import adapter_steps
+  # warm start from stored executables imports none of them (torchax_vae.runtime.adapters).
+  from .core.models import ADAPTERS
+  from .runtime import adapters
 
   return load_runner(
     "torchax",
-    dict.fromkeys(ADAPTERS, adapter_steps.build),
-    directory,
-    subfolder=None,
+    dict.fromkeys(ADAPTERS, adapters.build),
+    source,
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,
-    revision=revision,
-    runner_class=adapter_steps.TorchaxRunner,
+    runner_class=adapters.TorchaxRunner,
   )

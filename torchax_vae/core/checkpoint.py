@@ -116,6 +116,45 @@ def read_config(directory: Path) -> Any:
   return models.config_from_dict(read_raw_config(directory), source=str(directory / CONFIG_NAME))
 
 
+@dataclasses.dataclass(frozen=True)
+class ResolvedCheckpoint:
+  """A checkpoint's local directory and its ``config.json``, read once: what ``load`` hands to the
+  tier that runs the class (adapter, generic path, port), so none of them resolves or reads it again."""
+
+  directory: Path
+  raw_config: dict[str, Any]
+
+  @property
+  def config_path(self) -> Path:
+    return self.directory / CONFIG_NAME
+
+  @property
+  def class_name(self) -> str | None:
+    """``_class_name`` (``None`` if absent: the adapters' loader guesses the class from the keys)."""
+    name = self.raw_config.get("_class_name")
+    return name if isinstance(name, str) else None
+
+  @property
+  def has_adapter(self) -> bool:
+    """Whether an adapter (:mod:`.models`) runs its class; else the generic path does."""
+    return self.class_name is None or self.class_name in models.ADAPTERS
+
+  def config(self) -> Any:
+    """The adapter's frozen config (:func:`read_config` of what was read)."""
+    return models.config_from_dict(self.raw_config, source=str(self.config_path))
+
+
+def resolve_checkpoint(
+  pretrained_model_name_or_path: str | os.PathLike,
+  *,
+  subfolder: str | None = None,
+  revision: str | None = None,
+) -> ResolvedCheckpoint:
+  """:func:`resolve_checkpoint_dir` and :func:`read_raw_config`, once."""
+  directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
+  return ResolvedCheckpoint(directory, read_raw_config(directory))
+
+
 def weight_files(directory: Path) -> list[Path]:
   """The safetensors files of a checkpoint: one file, or the shards its index names."""
   index = directory / WEIGHTS_INDEX_NAME
@@ -287,6 +326,7 @@ __all__ = [
   "Checkpoint",
   "CheckpointError",
   "CogVideoXVAEConfig",
+  "ResolvedCheckpoint",
   "UnsupportedModelError",
   "WanVAEConfig",
   "check_weights",
@@ -294,6 +334,7 @@ __all__ = [
   "read_config",
   "read_raw_config",
   "read_weights",
+  "resolve_checkpoint",
   "resolve_checkpoint_dir",
   "weight_files",
 ]

@@ -24,7 +24,7 @@ left as asked (on GPU measured: :data:`DEFAULT_FORMS`; TPU not yet). ``TORCHAX_V
 overrides the 3D form on any platform (for measuring); both forms are exact.
 
 ``native_flax`` calls :func:`conv_channels_last` from its ``Conv3d``/``Conv2d``; ``torchax_vae`` from
-its ``aten.convolution`` override (``torchax_vae.backend``).
+its ``aten.convolution`` override (``torchax_vae.tracing.backend``).
 """
 
 from __future__ import annotations

@@ -107,7 +107,7 @@ def obtain_recorded(
 class Runner:
   """``decode``/``encode`` with diffusers' contract over a backend's step functions.
 
-  ``generic`` is ``False`` here and ``True`` for ``torchax_vae.generic.GenericRunner`` (a class
+  ``generic`` is ``False`` here and ``True`` for ``torchax_vae.runtime.generic.GenericRunner`` (a class
   without an adapter: its own decode, one program per call signature).
 
   Args:
@@ -603,10 +603,10 @@ class Runner:
     return moments, kind
 
   def as_diffusers(self, *, device: Any = "cpu") -> Any:
-    """This model as the ``vae`` of a diffusers pipeline (``torchax_vae.diffusers_vae.DiffusersVAE``):
+    """This model as the ``vae`` of a diffusers pipeline (``torchax_vae.tracing.diffusers_vae.DiffusersVAE``):
     ``CogVideoXPipeline(..., vae=runner.as_diffusers())`` or ``pipe.vae = runner.as_diffusers()``.
     ``device``: the torch device it reports (Wan pipelines move latents there first)."""
-    from torchax_vae.diffusers_vae import DiffusersVAE
+    from torchax_vae.tracing.diffusers_vae import DiffusersVAE
 
     return DiffusersVAE(self, device=device)
 

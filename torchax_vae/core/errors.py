@@ -13,7 +13,7 @@ class UnsupportedModelError(CheckpointError):
 
 class InputError(ValueError):
   """An input a diffusers model's ``decode``/``encode`` cannot take (rank, channels, sizes), found while
-  the generic path (``torchax_vae.generic``) traced the call: nothing ran."""
+  the generic path (``torchax_vae.runtime.generic``) traced the call: nothing ran."""
 
 
 class BridgeError(RuntimeError):

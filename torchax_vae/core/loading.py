@@ -1,16 +1,18 @@
-"""What both paths' ``load()`` share: arguments checked, mesh, compile cache, checkpoint, adapter, runner."""
+"""What every ``load()`` shares: arguments checked, mesh, checkpoint resolved and its config read once, compile
+cache, adapter, runner."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from jax.sharding import Mesh
 
 from . import mesh as mesh_lib
 from . import models
-from .checkpoint import Checkpoint, read_config, read_raw_config, read_weights, resolve_checkpoint_dir, weight_files
+from .checkpoint import Checkpoint, ResolvedCheckpoint, read_raw_config, read_weights, resolve_checkpoint, weight_files
 from .compile_cache import enable_compilation_cache, executable_dir
 from .driver import DTYPES, Runner, StepFunctions
 from .errors import CheckpointError, UnsupportedModelError
@@ -21,47 +23,54 @@ from .errors import CheckpointError, UnsupportedModelError
 BuildBackend = Callable[..., tuple[StepFunctions, Any, dict[str, Any]]]
 
 
-def raw_class_name(directory) -> str | None:
-  """``config.json``'s ``_class_name`` in a checkpoint directory (``None`` if absent: the adapters'
-  loader guesses from the keys); an unreadable config is left to the loader to report."""
+def generic_class_name(directory) -> str | None:
+  """The class of a checkpoint directory that has no adapter (the generic path runs it), else ``None``
+  (an unreadable config is left to ``load`` to report)."""
   try:
-    name = read_raw_config(directory).get("_class_name")
+    source = ResolvedCheckpoint(Path(directory), read_raw_config(Path(directory)))
   except CheckpointError:
     return None
-  return name if isinstance(name, str) else None
+  return None if source.has_adapter else source.class_name
 
 
-def generic_class_name(directory) -> str | None:
-  """The class of a checkpoint that has no adapter (the generic path runs it), else ``None``."""
-  name = raw_class_name(directory)
-  return name if name is not None and name not in models.ADAPTERS else None
+def open_checkpoint(
+  pretrained_model_name_or_path: str | os.PathLike,
+  *,
+  subfolder: str | None,
+  revision: str | None,
+  dtype: str,
+  mesh: Mesh | str | None,
+) -> tuple[ResolvedCheckpoint, Mesh | None]:
+  """What every ``load()`` does first, before any weights are read: the arguments checked, the mesh
+  made, the checkpoint resolved and its ``config.json`` read (once; the tier that runs it is handed
+  what was read)."""
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+  mesh = mesh_lib.make_mesh(mesh)
+  return resolve_checkpoint(pretrained_model_name_or_path, subfolder=subfolder, revision=revision), mesh
 
 
 def load_runner(
   name: str,
   builders: Mapping[str, BuildBackend],
-  pretrained_model_name_or_path: str | os.PathLike,
+  source: ResolvedCheckpoint,
   *,
-  subfolder: str | None,
   dtype: str,
-  mesh: Mesh | str | None,
+  mesh: Mesh | None,
   cache_dir: str | os.PathLike | bool | None,
-  revision: str | None,
   runner_class: type[Runner] = Runner,
 ) -> Runner:
-  """Checks the arguments before any work, reads the checkpoint, lets the path build its steps.
+  """The adapter's runner of ``source`` (from :func:`open_checkpoint`): reads the weights, lets the
+  path build its steps.
 
   ``builders``: the path's backend builder per diffusers class name (its supported models); a
   checkpoint of another class is refused with :class:`UnsupportedModelError` naming them, from its
-  ``config.json`` alone (before any weights are read). ``runner_class``: :class:`Runner` or a
-  path's subclass of it.
+  config alone (before any weights are read). ``runner_class``: :class:`Runner` or a path's
+  subclass of it.
   """
-  if dtype not in DTYPES:
-    raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-  mesh = mesh_lib.make_mesh(mesh)
   cache = enable_compilation_cache(cache_dir)
-  directory = resolve_checkpoint_dir(pretrained_model_name_or_path, subfolder=subfolder, revision=revision)
-  config = read_config(directory)
+  directory = source.directory
+  config = source.config()
   adapter = models.adapter_for(config)
   build = builders.get(adapter.class_name)
   if build is None:

@@ -4,7 +4,7 @@
     adapter.decode_plan(21)                # [FrameStep(0, 1, "first"), FrameStep(1, 2, "steady"), …]
 
 A new diffusers video VAE is one module here (its config, plans, tiling rule, latent scaling; see
-:mod:`.base`) plus its torchax step builder in ``torchax_vae.models``; the driver does not change.
+:mod:`.base`) plus its torchax step builder in ``torchax_vae.tracing.models``; the driver does not change.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def supported(names: list[str] | None = None) -> str:
 
 def adapter_class(class_name: str, source: str = "config") -> type[VideoVAE]:
   """The adapter of a diffusers class; :class:`UnsupportedModelError` listing the adapters (a class
-  without one runs through ``torchax_vae.generic``, which this torch-free loader does not serve)."""
+  without one runs through ``torchax_vae.runtime.generic``, which this torch-free loader does not serve)."""
   try:
     return ADAPTERS[class_name]
   except KeyError:

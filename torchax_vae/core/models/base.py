@@ -17,7 +17,7 @@ it names no model. An adapter says, for one diffusers class:
 * how its pipelines turn their ``output_type="latent"`` output into the VAE's input.
 
 Everything here is torch-free and jit-free: the step functions themselves come from a backend
-(``torchax_vae.models.<name>`` for the unmodified diffusers module, ``native_flax`` for the ports).
+(``torchax_vae.tracing.models.<name>`` for the unmodified diffusers module, ``native_flax`` for the ports).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def encode_step(vae, x, conv_cache):
 
 
 def module_and_steps(config):
-  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.adapter_steps.TorchSide`."""
+  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.runtime.adapters.TorchSide`."""
   module = backend.build_on_meta(AutoencoderKLHunyuanVideo15, config)
   override_attention_masks(module)
   return module, decode_step, encode_step

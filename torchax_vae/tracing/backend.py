@@ -1,7 +1,7 @@
 """Unmodified diffusers VAE modules as pure JAX step functions, through torchax: what every model shares.
 
 Nothing of diffusers is patched or copied: a model's class is built from its config on the meta
-device (``torchax_vae.models.<name>``), its parameters are swapped for JAX arrays at call time
+device (``torchax_vae.tracing.models.<name>``), its parameters are swapped for JAX arrays at call time
 (``JittableModule.functional_call``), sharding constraints and cache bookkeeping are added from
 outside with forward hooks, a few ATen lowerings of torchax are replaced (:func:`install_op_overrides`),
 each step is traced once more so that transposes travel with the data (``core.transposes``: the
@@ -22,21 +22,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core import conv as conv_lib
+from ..core import mesh as mesh_lib
+from ..core import norm as norm_lib
+from ..core import resize as resize_lib
+from ..core import transposes as transposes_lib
+from ..core.driver import StepFunctions
+from ..runtime.contract import CACHE_LAYOUT, LAYOUT
 from ._torchax_compat import import_torchax
-from .core import conv as conv_lib
-from .core import mesh as mesh_lib
-from .core import norm as norm_lib
-from .core import resize as resize_lib
-from .core import transposes as transposes_lib
-from .core.driver import StepFunctions
 
 torchax = import_torchax()
 
 import torch  # noqa: E402  (after torchax, which must be imported through the shim first)
 from torchax import interop  # noqa: E402
-
-# Torch-free, shared with the warm start that imports none of this module (adapter_steps).
-from .adapter_steps import CACHE_LAYOUT, LAYOUT  # noqa: E402
 
 # (vae module, input, conv cache | None) -> (output, conv cache): one frame step in torch terms.
 TorchStep = Callable[[torch.nn.Module, torch.Tensor, Any], tuple[torch.Tensor, Any]]
@@ -54,7 +52,7 @@ def expected_shapes(module: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _torch_layout(v: jax.Array) -> jax.Array:
-  """Inverse of :func:`~torchax_vae.adapter_steps.kernel_layout`: ``(*kernel, I, O)`` -> PyTorch's ``(O, I, *kernel)``."""
+  """Inverse of :func:`~torchax_vae.runtime.weights.kernel_layout`: ``(*kernel, I, O)`` -> PyTorch's ``(O, I, *kernel)``."""
   return jnp.transpose(v, (v.ndim - 1, v.ndim - 2, *range(v.ndim - 2))) if v.ndim >= 4 else v
 
 
@@ -382,7 +380,7 @@ def make_steps(
   ``decode_step``/``encode_step`` are a model's frame steps in torch terms, called with the module
   (its parameters swapped for the JAX weights), the input chunk and the cache as torchax tensors;
   whatever pytree of tensors (and ``None``) they return as the cache comes back as JAX arrays.
-  ``conv3d_form`` and ``sink`` are the ones in the programs' key (``adapter_steps.fingerprint``),
+  ``conv3d_form`` and ``sink`` are the ones in the programs' key (``runtime.adapters.fingerprint``),
   which the caller attaches: the steps are traced in that form, and through
   ``core.transposes.sink_transposes`` when ``sink`` (``$TORCHAX_VAE_SINK_TRANSPOSES``).
 

@@ -20,8 +20,8 @@ the adapters' steps, keyed by class, config, dtype, mesh, the package versions a
 
 This file imports neither torch, torchax nor diffusers: what a start needs of the module (its config,
 state-dict shapes, non-persistent buffers, plain attributes' digest) is stored beside the programs the
-first time the module is built (a manifest, :func:`torchax_vae.generic_torch.describe`), and the module
-(:mod:`torchax_vae.generic_torch`) is built only when a program must be traced or ``runner.module`` is
+first time the module is built (a manifest, :func:`torchax_vae.generic_module.describe`), and the module
+(:mod:`torchax_vae.tracing.generic_module`) is built only when a program must be traced or ``runner.module`` is
 asked for. A warm start whose programs are all in the store runs no PyTorch code, as the adapters'.
 """
 
@@ -43,33 +43,24 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
-from . import adapter_steps
-from .core import executables, kinds
-from .core import mesh as mesh_lib
-from .core import transposes as transposes_lib
-from .core import progress as progress_lib
-from .core.checkpoint import check_weights, read_raw_config, read_weights, weight_files
-from .core.compile_cache import executable_dir
-from .core.driver import DTYPES, Precompiled, obtain_recorded
-from .core.errors import BridgeError, CheckpointError, InputError
-from .core.progress import ProgressArg
+from ..core import executables, kinds
+from ..core import mesh as mesh_lib
+from ..core import transposes as transposes_lib
+from ..core import progress as progress_lib
+from ..core.checkpoint import ResolvedCheckpoint, check_weights, read_weights, weight_files
+from ..core.compile_cache import executable_dir
+from ..core.driver import DTYPES, Precompiled, obtain_recorded
+from ..core.errors import BridgeError, CheckpointError, InputError
+from ..core.progress import ProgressArg
+from .contract import DECODE, ENCODE, LATENT, OUTPUT, PARAMETERS, SAMPLE, STD, spec_for
+from .fingerprint import diffusers_class_file, generic_fingerprint
+from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 
-DECODE, ENCODE = "decode", "encode"
-# Keys the programs' outputs are returned under (a dict: its keys are part of the compiled program's
-# output tree, so a deserialized program still tells what its call returned).
-SAMPLE = "sample"  # decode's tensor
-LATENT = "latent"  # encode's tensor (a deterministic latent, or the posterior's mode)
-STD = "std"  # the posterior's standard deviation (Gaussian posteriors)
-PARAMETERS = "parameters"  # the posterior's parameters, what its class is built from (mean ‖ logvar)
-# "output|<output class>|<field>|<distribution class or ''>" -> a 0-d marker: what diffusers' encode
-# returned, for rebuilding it around these tensors (as_diffusers), also from a deserialized program.
-OUTPUT = "output"
 WHOLE = "whole"  # the one program of a call (Precompiled.name; the adapters' are "first" / "steady")
 
 
-PACKAGE = Path(__file__).resolve().parent
 # JAX's errors for Python that reads a traced value (``.item()``, ``bool(tensor)``, a data-dependent
 # shape): the module's code, not the input, is what a traced program cannot run.
 _TRACER_ERRORS = tuple(
@@ -78,17 +69,6 @@ _TRACER_ERRORS = tuple(
                "TracerArrayConversionError", "NonConcreteBooleanIndexError", "UnexpectedTracerError")
   if hasattr(jax.errors, name)
 )  # fmt: skip
-
-
-def spec_for(mesh: Mesh | None, ndim: int) -> PartitionSpec:
-  """Batch (axis 0) on ``dp``; for images and videos (rank 4, 5) width (the last axis) on ``tp``."""
-  spec: list[str | None] = [None] * ndim
-  if mesh is not None:
-    if mesh_lib.BATCH_AXIS in mesh.axis_names:
-      spec[0] = mesh_lib.BATCH_AXIS
-    if mesh_lib.WIDTH_AXIS in mesh.axis_names and ndim >= 4:
-      spec[-1] = mesh_lib.WIDTH_AXIS
-  return PartitionSpec(*spec)
 
 
 class FrozenConfig(dict):
@@ -107,13 +87,6 @@ class FrozenConfig(dict):
   __setitem__ = __delitem__ = __setattr__ = update = pop = popitem = setdefault = clear = _frozen
 
 
-def fingerprint(model_file: Path) -> dict[str, Any]:
-  """What the generic programs depend on besides class, config, dtype, mesh and inputs: the
-  versions and the source files (this path's two, the bridge's, the diffusers model file), read
-  without importing anything."""
-  return adapter_steps.code_fingerprint(PACKAGE / "generic.py", PACKAGE / "generic_torch.py", kinds, model_file)
-
-
 def manifest_key(class_name: str, raw_config: Mapping[str, Any], fp: Mapping[str, Any]) -> str:
   """The key of a class's manifest: the class, the checkpoint's config and the fingerprint."""
   text = json.dumps({"class": class_name, "config": raw_config, "fingerprint": fp}, sort_keys=True, default=str)
@@ -121,12 +94,12 @@ def manifest_key(class_name: str, raw_config: Mapping[str, Any], fp: Mapping[str
 
 
 class _ModuleSide:
-  """A generic runner's diffusers module made ready to trace (``generic_torch.Traced``), built —
+  """A generic runner's diffusers module made ready to trace (``generic_module.Traced``), built —
   torch, torchax and diffusers imported — on first use, once (two threads tracing build one)."""
 
-  def __init__(self, class_name: str, directory: Path, mesh: Mesh | None):
+  def __init__(self, class_name: str, source: ResolvedCheckpoint, mesh: Mesh | None):
     self.class_name = class_name
-    self.directory = directory
+    self.source = source
     self.mesh = mesh
     self._lock = threading.Lock()
     self._traced = None
@@ -137,28 +110,23 @@ class _ModuleSide:
 
   def model_class(self) -> type:
     """diffusers' class (:class:`UnsupportedModelError` for one diffusers does not export)."""
-    from . import generic_torch
+    from ..tracing import generic_module
 
-    return generic_torch.model_class(self.class_name, str(self.directory / "config.json"))
+    return generic_module.model_class(self.class_name, str(self.source.config_path))
 
   def get(self):
     with self._lock:
       if self._traced is None:
-        from . import generic_torch
+        from ..tracing import generic_module
 
         cls = self.model_class()
-        source = str(self.directory / "config.json")
-        try:
-          config = cls.load_config(str(self.directory))
-        except (OSError, ValueError, TypeError) as err:
-          raise CheckpointError(f"{source}: diffusers could not read it as a {self.class_name} config: {err}") from err
-        try:
-          module = generic_torch.build_module(cls, config)
+        try:  # the config load() read: diffusers' load_config of a local dir is that file's JSON
+          module = generic_module.build_module(cls, self.source.raw_config)
         except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as err:
           raise CheckpointError(
-            f"{source}: diffusers could not build {self.class_name} from it: {type(err).__name__}: {err}"
+            f"{self.source.config_path}: diffusers could not build {self.class_name} from it: {type(err).__name__}: {err}"
           ) from err
-        self._traced = generic_torch.Traced(module, self.mesh)
+        self._traced = generic_module.Traced(module, self.mesh)
       return self._traced
 
 
@@ -168,7 +136,7 @@ class _Label:
 
   kind: str
   static: tuple  # sorted (name, value) of the non-tensor keywords
-  state: str  # digest of the module's plain attributes (generic_torch.module_state)
+  state: str  # digest of the module's plain attributes (generic_module.module_state)
 
   def __str__(self) -> str:
     return f"{self.kind}|{self.static}|{self.state}"
@@ -249,7 +217,7 @@ class GenericRunner:
     # An unbuilt module is as diffusers built it, whose state the manifest holds; a built one may
     # have been changed (enable_tiling, an attribute set), so it is read.
     if self._side.built:
-      from .generic_torch import state_digest
+      from ..tracing.generic_module import state_digest
 
       state = state_digest(self._side.get().module)
     else:
@@ -440,8 +408,8 @@ class GenericRunner:
     return record, jax.tree.unflatten(executable.out_tree, jax.tree.leaves(executable.out_info))
 
   def as_diffusers(self, *, device: Any = "cpu") -> Any:
-    """This model as the ``vae`` of a diffusers pipeline (see :mod:`torchax_vae.diffusers_vae`)."""
-    from .diffusers_vae import DiffusersVAE
+    """This model as the ``vae`` of a diffusers pipeline (see :mod:`torchax_vae.tracing.diffusers_vae`)."""
+    from ..tracing.diffusers_vae import DiffusersVAE
 
     return DiffusersVAE(self, device=device)
 
@@ -455,29 +423,27 @@ def _sample(mode: jax.Array, std: jax.Array, key: jax.Array) -> jax.Array:
 # --- load ------------------------------------------------------------------------------------
 
 
-def load_generic(directory: Path, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None) -> GenericRunner:
-  """A :class:`GenericRunner` of the checkpoint in ``directory`` (resolved).
+def load_generic(source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None) -> GenericRunner:
+  """A :class:`GenericRunner` of a resolved checkpoint (its ``config.json`` read once, by ``load``).
 
   The weights are checked against the module's state dict: from the store's manifest when one is
-  there (nothing of torch imported, no module built), else from the module, built here (config read
-  by diffusers), and the manifest stored for the next start once the weights fit it.
+  there (nothing of torch imported, no module built), else from the module, built here, and the
+  manifest stored for the next start once the weights fit it.
   """
-  raw = read_raw_config(directory)
-  source = str(directory / "config.json")
-  class_name = raw.get("_class_name")
-  if not isinstance(class_name, str):
-    raise CheckpointError(f"{source}: no _class_name; diffusers writes it (which autoencoder class is this?)")
-  side = _ModuleSide(class_name, directory, mesh)
+  directory, raw, class_name = source.directory, source.raw_config, source.class_name
+  if class_name is None:
+    raise CheckpointError(f"{source.config_path}: no _class_name; diffusers writes it (which autoencoder class is this?)")
+  side = _ModuleSide(class_name, source, mesh)
   # The diffusers file that defines the class, found by reading, not importing; a class defined
   # elsewhere (or none: diffusers refuses it, naming what it exports) is asked of diffusers.
-  model_file = adapter_steps.diffusers_class_file(class_name) or Path(inspect.getfile(side.model_class()))
-  fp = fingerprint(model_file)
+  model_file = diffusers_class_file(class_name) or Path(inspect.getfile(side.model_class()))
+  fp = generic_fingerprint(model_file)
   store = executables.ExecutableStore(executable_dir(cache_dir))
   key = manifest_key(class_name, raw, fp)
   manifest = store.load_manifest(key)
   fresh = manifest is None
   if fresh:
-    from .generic_torch import describe
+    from ..tracing.generic_module import describe
 
     manifest = describe(side.get().module)
   weights = read_weights(weight_files(directory))
@@ -520,13 +486,13 @@ def _kept_in_fp32(keep: tuple[str, ...], names, dtype: str) -> set[str]:
 def _place_params(keep: tuple[str, ...], weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
   """The parameters in ``dtype``, except those :func:`_kept_in_fp32`."""
   fp32 = _kept_in_fp32(keep, weights, dtype)
-  params = adapter_steps.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
-  params.update(adapter_steps.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
+  params = weights_lib.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
+  params.update(weights_lib.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
   return params
 
 
 def _decode_array(encoded: Mapping[str, Any]) -> np.ndarray:
-  """:func:`torchax_vae.generic_torch.encode_array`'s inverse."""
+  """:func:`torchax_vae.generic_module.encode_array`'s inverse."""
   data = base64.b64decode(encoded["data"])
   return np.frombuffer(data, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
 

@@ -134,6 +134,6 @@ def make_frame_steps(module: torch.nn.Module):
 
 
 def module_and_steps(config):
-  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.adapter_steps.TorchSide`."""
+  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.runtime.adapters.TorchSide`."""
   module = build_module(config)
   return (module, *make_frame_steps(module))

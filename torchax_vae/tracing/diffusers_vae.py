@@ -58,7 +58,7 @@ class DiffusersVAE:
 
   def __init__(self, runner: Any, *, device: Any = "cpu"):
     self.runner = runner
-    # A generic runner's module (torchax_vae.generic: built here, if not yet) carries diffusers' own FrozenDict.
+    # A generic runner's module (torchax_vae.runtime.generic: built here, if not yet) carries diffusers' own FrozenDict.
     self.generic = runner.generic
     self.config = runner.module.config if self.generic else FrozenDict(runner.adapter.config.to_dict())
     self._device = torch.device(device)

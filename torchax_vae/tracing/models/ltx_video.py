@@ -31,5 +31,5 @@ def encode_step(vae, x, conv_cache):
 
 
 def module_and_steps(config):
-  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.adapter_steps.TorchSide`."""
+  """``(module, decode_step, encode_step)`` for :class:`torchax_vae.runtime.adapters.TorchSide`."""
   return backend.build_on_meta(AutoencoderKLLTXVideo, config), decode_step, encode_step

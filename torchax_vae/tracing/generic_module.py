@@ -2,7 +2,7 @@
 
 Imported only when a program must be traced or the module is asked for (``runner.module``,
 ``enable_tiling``, ``as_diffusers``): a warm start whose programs all come from the executable store
-never imports this file, torch, torchax nor diffusers (:mod:`torchax_vae.generic` keeps what it needs
+never imports this file, torch, torchax nor diffusers (:mod:`torchax_vae.runtime.generic` keeps what it needs
 of the module in a manifest: :func:`describe`).
 """
 
@@ -21,16 +21,14 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
+from ..core import conv as conv_lib
+from ..core.errors import UnsupportedModelError
+from ..runtime.contract import DECODE, ENCODE, LATENT, OUTPUT, PARAMETERS, SAMPLE, STD, spec_for
 from . import backend
 from .backend import torchax
-from .core import conv as conv_lib
-from .core.errors import UnsupportedModelError
 
 import torch  # noqa: E402  (after torchax: backend imported it through the shim)
 from torchax import interop  # noqa: E402
-
-# Output keys and markers shared with the torch-free side (the compiled programs' output tree).
-from .generic import DECODE, ENCODE, LATENT, OUTPUT, PARAMETERS, SAMPLE, STD, spec_for  # noqa: E402
 
 
 def autoencoder_classes() -> dict[str, type]:

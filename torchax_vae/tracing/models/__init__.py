@@ -3,8 +3,8 @@
 Each module has ``module_and_steps(config) -> (module, decode_step, encode_step)``: the unmodified
 diffusers class built on the meta device with the hooks its steps need, and its frame steps in torch
 terms; and ``SHARDED_LAYERS``, the layers whose outputs are pinned under a mesh.
-:mod:`torchax_vae.adapter_steps` imports a module here (and so torch and diffusers) only when a
-program must be traced, and hands its steps to :func:`torchax_vae.backend.make_steps`.
+:mod:`torchax_vae.runtime.adapters` imports a module here (and so torch and diffusers) only when a
+program must be traced, and hands its steps to :func:`torchax_vae.tracing.backend.make_steps`.
 """
 
 from __future__ import annotations
