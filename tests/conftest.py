@@ -1,19 +1,32 @@
-"""Test set-up: 8 simulated CPU devices (for mesh tests), a throwaway compile cache, shared checkpoints
-(CogVideoX and Wan, tiny and real configs)."""
+"""Test set-up: 8 simulated CPU devices (for mesh tests), one throwaway compile cache and executable
+store for the whole run, checkpoints written once per run (CogVideoX and Wan, tiny and real configs).
+
+Under ``pytest -n 2`` both workers share the run's compile cache, executable store and checkpoints
+(made once, under a file lock): a program or checkpoint one worker made, the other finds. Each run
+(``pytest-of-<user>/pytest-<N>``) starts empty, as a fresh clone does."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
+from pathlib import Path
 
 # Must happen before jax is imported anywhere: XLA reads the device count once.
 if "jax" in sys.modules:
   raise RuntimeError("tests/conftest.py must run before jax is imported (XLA_FLAGS device count)")
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# XLA:CPU at LLVM's lowest optimisation level: the tests' many small programs compile 2-3x faster
+# (tiny Wan's two step programs: 12.6 -> 4.5 s) and still run in milliseconds. Code generation only:
+# the same HLO, the same convolution and matmul kernels, results within the tests' tolerances. The
+# benchmark (compare.bench) runs XLA's defaults; its subprocesses here inherit these flags.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = " ".join(
+  [os.environ.get("XLA_FLAGS", ""), TEST_XLA_FLAGS, "--xla_force_host_platform_device_count=8"]
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"  # no hub is reachable; tests never wait on the network
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from compare.checkpoints import (  # noqa: E402
@@ -30,15 +43,39 @@ TINY_WAN = {"2.1": TINY_WAN_2_1, "2.2": TINY_WAN_2_2}
 REAL_WAN = {"2.1": WAN_2_1, "2.2": WAN_2_2}
 
 
+def run_dir(tmp_path_factory) -> Path:
+  """A directory every worker of this test run shares: the run's own (``pytest-<N>``) under xdist,
+  else the session's base temp dir. Never one shared with an earlier run."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _run_lock(name: str, tmp_path_factory):
+  with open(run_dir(tmp_path_factory) / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    yield
+
+
+def shared_checkpoint(tmp_path_factory, name: str, config: dict) -> Path:
+  """A random-initialised checkpoint of ``config`` (seed 0), written once per run for every worker."""
+  root = run_dir(tmp_path_factory) / "checkpoints" / name
+  with _run_lock(f"checkpoint-{name}", tmp_path_factory):
+    if not (root / "written").exists():
+      write_random_checkpoint(root / "vae", config, seed=0)
+      (root / "written").touch()  # last: a worker killed mid-write leaves no half checkpoint behind it
+  return root / "vae"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compile_cache_dir(tmp_path_factory):
-  os.environ["TORCHAX_VAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla-cache"))
+  os.environ["TORCHAX_VAE_CACHE_DIR"] = str(run_dir(tmp_path_factory) / "xla-cache")
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
   """A diffusers save_pretrained dir of a random-initialised tiny CogVideoX VAE."""
-  return write_random_checkpoint(tmp_path_factory.mktemp("tiny") / "vae", TINY, seed=0)
+  return shared_checkpoint(tmp_path_factory, "tiny", TINY)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +88,7 @@ def tiny_torch(tiny_dir):
 @pytest.fixture(scope="session")
 def real_dir(tmp_path_factory):
   """The real CogVideoX-2b VAE config (215.6M params), random-initialised and saved."""
-  return write_random_checkpoint(tmp_path_factory.mktemp("cogvideox-2b") / "vae", COGVIDEOX_2B, seed=0)
+  return shared_checkpoint(tmp_path_factory, "cogvideox-2b", COGVIDEOX_2B)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +101,7 @@ def real_torch(real_dir):
 @pytest.fixture(scope="session")
 def tiny_wan_dirs(tmp_path_factory):
   """diffusers save_pretrained dirs of random-initialised tiny Wan VAEs: {"2.1": dir, "2.2": dir}."""
-  return {v: write_random_checkpoint(tmp_path_factory.mktemp(f"wan{v}") / "vae", c, seed=0) for v, c in TINY_WAN.items()}
+  return {v: shared_checkpoint(tmp_path_factory, f"wan{v}", c) for v, c in TINY_WAN.items()}
 
 
 @pytest.fixture(scope="session")
@@ -78,4 +115,4 @@ def tiny_wan_torch(tiny_wan_dirs):
 @pytest.fixture(scope="session")
 def real_wan_dirs(tmp_path_factory):
   """The real Wan 2.1 and Wan 2.2 (TI2V-5B) VAE configs, random-initialised and saved (slow tests)."""
-  return {v: write_random_checkpoint(tmp_path_factory.mktemp(f"real-wan{v}") / "vae", c, seed=0) for v, c in REAL_WAN.items()}
+  return {v: shared_checkpoint(tmp_path_factory, f"real-wan{v}", c) for v, c in REAL_WAN.items()}

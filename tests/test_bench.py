@@ -192,12 +192,21 @@ def test_simulated_devices(tiny_dir, tmp_path):
     (["--conv", "3d,fft"], "--conv '3d,fft': expected a comma-separated subset of taps,3d"),
   ],
 )
-def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, args, message):
-  args = ["--model", str(tiny_dir), "--latent", TINY_LATENT, *args]  # later flags override
-  proc = run_bench(*args, out=tmp_path / "out")
-  assert proc.returncode == 2, proc.stderr
-  assert message in proc.stderr
+def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, capsys, args, message):
+  """In this process (``bench.main``, what ``python -m compare.bench`` runs; the command itself:
+  the test below)."""
+  args = ["--model", str(tiny_dir), "--latent", TINY_LATENT, *args, "--out", str(tmp_path / "out")]  # later flags override
+  with pytest.raises(SystemExit) as exit_info:
+    bench.main(args)
+  assert exit_info.value.code == 2
+  assert message in capsys.readouterr().err
   assert not (tmp_path / "out").exists()  # nothing measured, nothing written
+
+
+def test_the_command_exits_2_on_a_usage_error(tiny_dir, tmp_path):
+  proc = run_bench("--model", str(tiny_dir), "--latent", TINY_LATENT, "--mesh", "xx=2", out=tmp_path / "out")
+  assert proc.returncode == 2 and "unknown axis" in proc.stderr, proc.stderr
+  assert not (tmp_path / "out").exists()
 
 
 def test_mesh_larger_than_an_accelerator_is_refused(tiny_dir, monkeypatch):

@@ -107,7 +107,9 @@ def test_two_processes_decode_a_batch_split_over_dp(tiny_dir, tmp_path):
   np.save(tmp_path / "latents.npy", latents)
 
   env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"  # replaces conftest's 8
+  from helpers import xla_flags_with_devices
+
+  env["XLA_FLAGS"] = xla_flags_with_devices(2)  # replaces conftest's 8
   env["JAX_PLATFORMS"] = "cpu"
   env["TORCHAX_VAE_CACHE_DIR"] = str(tmp_path / "cache")  # shared by both, as on a pod's shared disk
   port = _free_port()
