@@ -92,3 +92,10 @@ def test_the_torch_free_side_imports_no_torch_at_module_level():
   assert {k: v for k, v in offending.items() if v} == {}
   # ... while the torch side does import it (the check reads what it should).
   assert "torch" in _imports("torchax_vae.tracing.backend", modules["torchax_vae.tracing.backend"], module_level=True)
+
+
+def test_every_package_directory_is_a_package():
+  """A folder of modules without ``__init__.py`` imports from a checkout (a namespace package) but is
+  left out of the wheel (setuptools' ``packages.find``)."""
+  folders = {p.parent for package in PACKAGES for p in (ROOT / package).rglob("*.py")}
+  assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []

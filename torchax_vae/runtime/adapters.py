@@ -26,9 +26,9 @@ import jax
 from ..core.checkpoint import check_weights
 from ..core.driver import Runner, StepFunctions
 from ..core.executables import ExecutableStore
+from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 from .contract import CACHE_LAYOUT, LAYOUT
 from .fingerprint import adapter_fingerprint
-from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 
 
 class TorchSide:

@@ -20,7 +20,7 @@ the adapters' steps, keyed by class, config, dtype, mesh, the package versions a
 
 This file imports neither torch, torchax nor diffusers: what a start needs of the module (its config,
 state-dict shapes, non-persistent buffers, plain attributes' digest) is stored beside the programs the
-first time the module is built (a manifest, :func:`torchax_vae.generic_module.describe`), and the module
+first time the module is built (a manifest, :func:`torchax_vae.tracing.generic_module.describe`), and the module
 (:mod:`torchax_vae.tracing.generic_module`) is built only when a program must be traced or ``runner.module`` is
 asked for. A warm start whose programs are all in the store runs no PyTorch code, as the adapters'.
 """
@@ -54,9 +54,9 @@ from ..core.compile_cache import executable_dir
 from ..core.driver import DTYPES, Precompiled, obtain_recorded
 from ..core.errors import BridgeError, CheckpointError, InputError
 from ..core.progress import ProgressArg
+from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 from .contract import DECODE, ENCODE, LATENT, OUTPUT, PARAMETERS, SAMPLE, STD, spec_for
 from .fingerprint import diffusers_class_file, generic_fingerprint
-from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 
 WHOLE = "whole"  # the one program of a call (Precompiled.name; the adapters' are "first" / "steady")
 
