@@ -53,7 +53,8 @@ JAX_PATHS = {
     ("torchax_vae.runtime.adapters", "torchax_vae.core.loading"),
     ("torchax_vae.tracing.backend", "torchax_vae.tracing.models.cogvideox", "torchax_vae.tracing.models.wan",
      "torchax_vae.tracing.models.hunyuan_video", "torchax_vae.tracing.models.hunyuan_video15",
-     "torchax_vae.tracing.models.ltx_video", "torchax_vae.tracing.models.ltx2_video", "torchax_vae.tracing.generic_module"),
+     "torchax_vae.tracing.models.ltx_video", "torchax_vae.tracing.models.ltx2_video",
+     "torchax_vae.tracing.generic_module"),
   ),
   "native_flax": ("native_flax", ("native_flax.backend", "native_flax.convert"), ()),
   # torchax_vae.load(..., generic=True): diffusers' own decode traced whole, also for an adapter's class

@@ -195,7 +195,8 @@ def test_simulated_devices(tiny_dir, tmp_path):
 def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, capsys, args, message):
   """In this process (``bench.main``, what ``python -m compare.bench`` runs; the command itself:
   the test below)."""
-  args = ["--model", str(tiny_dir), "--latent", TINY_LATENT, *args, "--out", str(tmp_path / "out")]  # later flags override
+  # later flags override
+  args = ["--model", str(tiny_dir), "--latent", TINY_LATENT, *args, "--out", str(tmp_path / "out")]
   with pytest.raises(SystemExit) as exit_info:
     bench.main(args)
   assert exit_info.value.code == 2

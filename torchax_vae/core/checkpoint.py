@@ -113,7 +113,7 @@ def read_raw_config(directory: Path) -> dict[str, Any]:
 
 def read_config(directory: Path) -> Any:
   """The frozen config of ``config.json``, of the class its ``_class_name`` names (see :mod:`.models`)."""
-  return models.config_from_dict(read_raw_config(directory), source=str(directory / CONFIG_NAME))
+  return ResolvedCheckpoint(directory, read_raw_config(directory)).config()
 
 
 @dataclasses.dataclass(frozen=True)

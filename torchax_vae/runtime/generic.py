@@ -124,7 +124,8 @@ class _ModuleSide:
           module = generic_module.build_module(cls, self.source.raw_config)
         except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError) as err:
           raise CheckpointError(
-            f"{self.source.config_path}: diffusers could not build {self.class_name} from it: {type(err).__name__}: {err}"
+            f"{self.source.config_path}: diffusers could not build {self.class_name} from it: "
+            f"{type(err).__name__}: {err}"
           ) from err
         self._traced = generic_module.Traced(module, self.mesh)
       return self._traced
@@ -432,7 +433,9 @@ def load_generic(source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, c
   """
   directory, raw, class_name = source.directory, source.raw_config, source.class_name
   if class_name is None:
-    raise CheckpointError(f"{source.config_path}: no _class_name; diffusers writes it (which autoencoder class is this?)")
+    raise CheckpointError(
+      f"{source.config_path}: no _class_name; diffusers writes it (which autoencoder class is this?)"
+    )
   side = _ModuleSide(class_name, source, mesh)
   # The diffusers file that defines the class, found by reading, not importing; a class defined
   # elsewhere (or none: diffusers refuses it, naming what it exports) is asked of diffusers.
@@ -492,7 +495,7 @@ def _place_params(keep: tuple[str, ...], weights: dict[str, np.ndarray], dtype: 
 
 
 def _decode_array(encoded: Mapping[str, Any]) -> np.ndarray:
-  """:func:`torchax_vae.generic_module.encode_array`'s inverse."""
+  """:func:`torchax_vae.tracing.generic_module.encode_array`'s inverse."""
   data = base64.b64decode(encoded["data"])
   return np.frombuffer(data, dtype=np.dtype(encoded["dtype"])).reshape(encoded["shape"]).copy()
 
