@@ -67,6 +67,29 @@ def shared_checkpoint(tmp_path_factory, name: str, config: dict) -> Path:
   return root / "vae"
 
 
+def shared_array(tmp_path_factory, name: str, compute):
+  """``compute()`` (an array: a diffusers reference output) once per run for every worker, kept as
+  ``.npy`` in the run's directory: the same reference wanted by several tests or test files (both
+  paths against one PyTorch decode of a real config) is computed once."""
+  import numpy as np
+
+  path = run_dir(tmp_path_factory) / "references" / f"{name}.npy"
+  with _run_lock(f"reference-{name}", tmp_path_factory):
+    if not path.exists():
+      path.parent.mkdir(parents=True, exist_ok=True)
+      partial = path.with_suffix(f".{os.getpid()}.partial.npy")
+      np.save(partial, np.asarray(compute()))
+      partial.rename(path)  # last: a killed worker leaves no half-written reference behind it
+  return np.load(path)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+  """``reference(name, compute)``: :func:`shared_array` for this run. ``name`` must say everything the
+  result depends on (model, input shape and seed, call)."""
+  return lambda name, compute: shared_array(tmp_path_factory, name, compute)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compile_cache_dir(tmp_path_factory):
   os.environ["TORCHAX_VAE_CACHE_DIR"] = str(run_dir(tmp_path_factory) / "xla-cache")
@@ -116,3 +139,18 @@ def tiny_wan_torch(tiny_wan_dirs):
 def real_wan_dirs(tmp_path_factory):
   """The real Wan 2.1 and Wan 2.2 (TI2V-5B) VAE configs, random-initialised and saved (slow tests)."""
   return {v: shared_checkpoint(tmp_path_factory, f"real-wan{v}", c) for v, c in REAL_WAN.items()}
+
+
+@pytest.fixture(scope="session")
+def real_wan_torch(real_wan_dirs):
+  """The real Wan VAEs as diffusers PyTorch modules, loaded on first use: ``real_wan_torch("2.1")``."""
+  from diffusers import AutoencoderKLWan
+
+  loaded = {}
+
+  def get(variant: str):
+    if variant not in loaded:
+      loaded[variant] = AutoencoderKLWan.from_pretrained(real_wan_dirs[variant]).eval()
+    return loaded[variant]
+
+  return get

@@ -1,15 +1,19 @@
 """compare.bench: report schema, a real warm-cache hit, tiled vs untiled, simulated devices, and CLI
 errors (no timings asserted).
 
-The CLI runs as a subprocess on the tiny checkpoint, as a user runs it; each bench run starts a few
-fresh worker processes, so the two full runs here take most of this file's time. The single-device
-run is also the ``--tiled`` smoke test (tiling adds about a minute to it, less than a second run).
+The bench runs on tiny checkpoints: the single-device run as the command (``python -m
+compare.bench``), as a user runs it; the others through ``bench.main`` in this process, what the
+command runs. Each run starts a few fresh worker processes per path (cold compile, warm cache,
+executable warm start, torch), so the four runs here take most of this file's time; each carries
+as many tests as it can: the single-device CogVideoX run is also the ``--tiled`` smoke test (tiling
+adds about a minute to it, less than a second run), the Wan run is also the simulated-mesh run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +33,25 @@ TILED_TOL = 1e-4  # max abs vs torch's tiled decode, fp32 (as untiled)
 NUMBER = (int, float)
 
 
-def run_bench(*args: str, out: Path | None = None) -> subprocess.CompletedProcess:
+def run_command(*args: str, out: Path | None = None) -> subprocess.CompletedProcess:
+  """``python -m compare.bench ARGS --out OUT``, as a user runs it."""
   command = [sys.executable, "-m", "compare.bench", *args]
   if out is not None:
     command += ["--out", str(out)]
   return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def run_bench(*args: str, out: Path | None = None) -> subprocess.CompletedProcess:
+  """:func:`run_command` as ``bench.main`` in this process, less the command's start (its workers are
+  processes of their own either way): the exit status, the table (stdout) and the progress (stderr)."""
+  argv = [*args, *(["--out", str(out)] if out is not None else [])]
+  stdout, stderr = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    try:
+      code = bench.main(argv)
+    except SystemExit as exit_info:  # a usage error: argparse exits with status 2
+      code = exit_info.code
+  return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 def native_flax_loads(model_dir: Path) -> bool:
@@ -52,7 +70,7 @@ def single_device_run(tiny_dir, tmp_path_factory):
   paths = "torchax,native_flax,torch" if native_flax_loads(tiny_dir) else "torchax,torch"
   out = tmp_path_factory.mktemp("bench")
   args = ["--latent", RUN_LATENT, "--repeats", "1", "--paths", paths, "--tiled", "--tile-sample-size", TILE]
-  proc = run_bench("--model", str(tiny_dir), *args, out=out)
+  proc = run_command("--model", str(tiny_dir), *args, out=out)  # the one full run of the command itself
   assert proc.returncode == 0, proc.stderr[-3000:]
   return paths.split(","), out, proc
 
@@ -159,15 +177,27 @@ def test_warm_start_hits_the_cache(single_device_run):
     assert row["exe_load_breakdown_s"]["trace_lower"] == 0.0, row["path"]
 
 
-def test_simulated_devices(tiny_dir, tmp_path):
-  args = ["--latent", TINY_LATENT, "--repeats", "1", "--paths", "torchax", "--mesh", "dp=2,tp=2"]
-  proc = run_bench("--model", str(tiny_dir), *args, out=tmp_path)
+@pytest.fixture(scope="module")
+def wan_mesh_run(tiny_wan_dirs, tmp_path_factory):
+  """A Wan 2.2 model (patchified, 16x) on a simulated dp=2,tp=2 mesh, all three paths: one run for
+  the Wan test and the simulated-devices test (a run of its own for each cost a minute)."""
+  out = tmp_path_factory.mktemp("bench-wan")
+  args = ["--latent", "1,4,2,4,4", "--repeats", "1", "--paths", "torchax,native_flax,torch", "--mesh", "dp=2,tp=2"]
+  proc = run_bench("--model", str(tiny_wan_dirs["2.2"]), *args, out=out)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads((tmp_path / "results.json").read_text())
-  assert report["meta"]["simulated"] is True and report["meta"]["device_count"] == 4
-  assert report["meta"]["mesh"] == "dp=2,tp=2"
-  (row,) = report["results"]
-  assert row["mesh"] == "dp=2,tp=2" and row["error"] is None and row["cache_hit"] is True
+  return json.loads((out / "results.json").read_text())
+
+
+def test_simulated_devices(wan_mesh_run):
+  """The workers get exactly the mesh's 4 devices (CPU host devices, simulated); each JAX path
+  decodes on the mesh and its warm start hits the cache there too."""
+  meta = wan_mesh_run["meta"]
+  assert meta["simulated"] is True and meta["device_count"] == 4
+  assert meta["mesh"] == "dp=2,tp=2"
+  rows = [r for r in wan_mesh_run["results"] if r["path"] != "torch"]
+  assert [r["path"] for r in rows] == ["torchax", "native_flax"]
+  for row in rows:
+    assert row["mesh"] == "dp=2,tp=2" and row["error"] is None and row["cache_hit"] is True, row["path"]
 
 
 @pytest.mark.parametrize(
@@ -205,7 +235,7 @@ def test_cli_errors_exit_2_before_any_work(tiny_dir, tmp_path, capsys, args, mes
 
 
 def test_the_command_exits_2_on_a_usage_error(tiny_dir, tmp_path):
-  proc = run_bench("--model", str(tiny_dir), "--latent", TINY_LATENT, "--mesh", "xx=2", out=tmp_path / "out")
+  proc = run_command("--model", str(tiny_dir), "--latent", TINY_LATENT, "--mesh", "xx=2", out=tmp_path / "out")
   assert proc.returncode == 2 and "unknown axis" in proc.stderr, proc.stderr
   assert not (tmp_path / "out").exists()
 
@@ -274,13 +304,11 @@ def test_tile_layout_follows_diffusers_tiled_decode():
   assert worker.program_runs(COGVIDEOX, 13, layout)["steady 30x45"] == 4 * 5
 
 
-def test_wan_run_measures_all_three_paths(tiny_wan_dirs, tmp_path):
+def test_wan_run_measures_all_three_paths(wan_mesh_run):
   """A Wan 2.2 model (patchified, 16x): torch, torchax and native_flax side by side, both JAX paths
-  exact against torch, two programs each (first and steady step)."""
-  args = ["--latent", "1,4,2,4,4", "--repeats", "1", "--paths", "torchax,native_flax,torch"]
-  proc = run_bench("--model", str(tiny_wan_dirs["2.2"]), *args, out=tmp_path)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  report = json.loads((tmp_path / "results.json").read_text())
+  exact against torch, two programs each (first and steady step); on the simulated mesh
+  (``wan_mesh_run``)."""
+  report = wan_mesh_run
   assert report["meta"]["model_class"] == "AutoencoderKLWan"
   rows = {r["path"]: r for r in report["results"]}
   assert rows["torch"]["output_shape"] == [1, 3, 5, 64, 64]
@@ -313,14 +341,13 @@ def test_tile_layout_follows_diffusers_wan_tiled_decode():
   assert worker.program_runs(wan, 21, layout)["steady 32x32"] == 8 * 20
 
 
-def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path):
+def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path, monkeypatch):
   """``--compile-only``: each JAX path lowered and compiled in its own process, XLA's per-device memory
   analysis reported, nothing decoded (no torch row, no decode or warm-start figures); with ``--conv``
   once per 3D convolution form (rows side by side), each row built in the form it names."""
-  command = [sys.executable, "-m", "compare.bench", "--compile-only", "--model", str(tiny_wan_dirs["2.2"]),
-             "--latent", "1,4,3,4,4", "--conv", "3d,taps", "--out", str(tmp_path)]  # fmt: skip
-  env = {k: v for k, v in os.environ.items() if k != "TORCHAX_VAE_CONV"}
-  proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  monkeypatch.delenv(bench.CONV_ENV, raising=False)  # each row's form from --conv alone
+  args = ["--compile-only", "--model", str(tiny_wan_dirs["2.2"]), "--latent", "1,4,3,4,4", "--conv", "3d,taps"]
+  proc = run_bench(*args, out=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "results.json").read_text())
   assert report["meta"]["compile_only"] is True and "partial" not in report["meta"]  # the final file
@@ -386,7 +413,7 @@ def test_a_class_without_adapter_measures_torch_against_torchax(tmp_path):
     latent_channels=4, norm_num_groups=32, layers_per_block=1,
   ).save_pretrained(tmp_path / "kl")  # fmt: skip
   args = ["--model", str(tmp_path / "kl"), "--latent", "1,4,8,6", "--repeats", "1"]
-  proc = run_bench(*args, out=tmp_path / "out")
+  proc = run_bench(*args, out=tmp_path / "out")  # the default paths: torchax, native_flax, torch
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "out" / "results.json").read_text())
   assert report["meta"]["model_class"] == "AutoencoderKL"
@@ -397,6 +424,6 @@ def test_a_class_without_adapter_measures_torch_against_torchax(tmp_path):
   assert torchax["cache_hit"] is True and torchax["exe_hit"] is True
   assert rows["native_flax"]["unavailable"] and "no native port" in rows["native_flax"]["error"]
   for extra, message in ((["--tiled"], "runs through the generic path"), (["--frames", "2,3"], "with --frames")):
-    proc = run_bench(*args, *extra, out=tmp_path / "refused")
+    proc = run_bench(*args, *extra, out=tmp_path / "refused")  # refused in bench.validate, before any worker
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "refused").exists()

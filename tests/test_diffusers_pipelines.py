@@ -4,7 +4,9 @@ Each pipeline is built from tiny random components (a tiny transformer, a tiny V
 scheduler; prompt embeddings passed in, so no text encoder) as diffusers' own pipeline tests build
 them, and run twice with the same generator: with diffusers' VAE and with ours on the same weights.
 The transformer runs in PyTorch both times; only the VAE differs. fp32 frames (the video processor's
-[0, 1] output) agree within ``FRAMES_TOL``; as uint8, exactly or by one step.
+[0, 1] output) agree within ``FRAMES_TOL``; as uint8, exactly or by one step. The frames with
+diffusers' VAE are made once per run (``reference``) for every test of that pipeline; ours load
+through the run's executable store, so a pipeline of the same VAE and size reuses the programs.
 """
 
 from __future__ import annotations
@@ -330,12 +332,17 @@ PIPELINES = {
 }
 
 
+def _diffusers_frames(reference, name, torch_vae) -> np.ndarray:
+  """:func:`_frames` of pipeline ``name`` with diffusers' VAE (its module fixture's, seed 0), once per run."""
+  return reference(f"diffusers-pipelines-{name}-frames", lambda: _frames(*PIPELINES[name][0](torch_vae)))
+
+
 @pytest.mark.parametrize("name", list(PIPELINES))
-def test_pipeline_with_the_drop_in_vae_makes_diffusers_frames(name, request):
+def test_pipeline_with_the_drop_in_vae_makes_diffusers_frames(name, request, reference):
   build, vae_fixture = PIPELINES[name]
   torch_vae, directory = request.getfixturevalue(vae_fixture)
-  expected = _frames(*build(torch_vae))
-  ours = loaders()["torchax"](directory, cache_dir=False).as_diffusers()
+  expected = _diffusers_frames(reference, name, torch_vae)
+  ours = loaders()["torchax"](directory).as_diffusers()
   got = _frames(*build(ours))
   assert got.shape == expected.shape
   err = float(np.abs(got - expected).max())
@@ -344,30 +351,29 @@ def test_pipeline_with_the_drop_in_vae_makes_diffusers_frames(name, request):
   assert np.abs(as_uint8[0] - as_uint8[1]).max() <= 1
 
 
-def test_assigned_over_a_loaded_pipeline_native_flax(wan_vae):
+def test_assigned_over_a_loaded_pipeline_native_flax(wan_vae, reference):
   """``pipe.vae = ...`` on a pipeline built with diffusers' VAE; the native port this time."""
   torch_vae, directory = wan_vae
   pipe, kwargs = wan_t2v(torch_vae)
-  expected = _frames(pipe, kwargs)
-  pipe.vae = loaders()["native_flax"](directory, cache_dir=False).as_diffusers()
+  expected = _diffusers_frames(reference, "WanPipeline", torch_vae)  # this pipe's frames before the assignment
+  pipe.vae = loaders()["native_flax"](directory).as_diffusers()
   np.testing.assert_allclose(_frames(pipe, kwargs), expected, atol=FRAMES_TOL, rtol=0)
 
 
-def test_attach_to_a_pipeline_built_without_a_vae(cogvideox_vae):
+def test_attach_to_a_pipeline_built_without_a_vae(cogvideox_vae, reference):
   """A pipeline built with ``vae=None`` took diffusers' fallback factors; ``attach`` sets them from ours."""
   torch_vae, directory = cogvideox_vae
-  pipe, kwargs = cogvideox_t2v(torch_vae)
-  expected = _frames(pipe, kwargs)
-  bare, _ = cogvideox_t2v(None)
+  expected = _diffusers_frames(reference, "CogVideoXPipeline", torch_vae)
+  bare, kwargs = cogvideox_t2v(None)
   assert bare.vae_scaling_factor_image == 0.7  # the fallback, not this VAE's 1.15258426
-  attach(bare, loaders()["torchax"](directory, cache_dir=False).as_diffusers())
+  attach(bare, loaders()["torchax"](directory).as_diffusers())
   assert bare.vae_scaling_factor_image == pytest.approx(torch_vae.config.scaling_factor)
   np.testing.assert_allclose(_frames(bare, kwargs), expected, atol=FRAMES_TOL, rtol=0)
 
 
 def test_interface_details(cogvideox_vae):
   torch_vae, directory = cogvideox_vae
-  vae = loaders()["torchax"](directory, cache_dir=False, dtype="bfloat16").as_diffusers()
+  vae = loaders()["torchax"](directory, dtype="bfloat16").as_diffusers()
   assert isinstance(vae, DiffusersVAE) and vae.dtype == torch.bfloat16 and vae.device == torch.device("cpu")
   saved = json.loads((directory / "config.json").read_text())
   assert dict(vae.config) == {k: v for k, v in saved.items() if not k.startswith("_")}  # the whole config
@@ -419,7 +425,7 @@ def test_flux_pipeline_with_a_generic_vae(tmp_path):
   torch_vae = diffusers.AutoencoderKL(**FLUX_VAE).eval()
   torch_vae.save_pretrained(tmp_path / "vae")
   expected = _flux_image(torch_vae)
-  ours = loaders()["torchax"](tmp_path / "vae", cache_dir=False)
+  ours = loaders()["torchax"](tmp_path / "vae")
   assert ours.generic
   got = _flux_image(ours.as_diffusers())
   assert got.shape == expected.shape == (16, 16, 3)

@@ -1,4 +1,4 @@
-"""Warm start from serialized executables: round trip across fresh processes, and every fallback."""
+"""Warm start from serialized executables: round trip from the test process to a fresh one, and every fallback."""
 
 from __future__ import annotations
 
@@ -13,33 +13,50 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PATHS
+from helpers import PATHS, loaders
 
 import torchax_vae
 
+# A fresh process runs the given decodes in order, each with a runner of its own (its own
+# ``programs.sources`` and trace counts), and reports each one's sources, traces and store warnings.
 SCRIPT = """
 import json, sys, warnings
 import numpy as np
 import {module}
 warnings.simplefilter("always")
-with warnings.catch_warnings(record=True) as caught:
-  vae = {module}.load(sys.argv[1], cache_dir=sys.argv[2], dtype=sys.argv[3])
-  z = np.random.default_rng(0).standard_normal((1, 4, int(sys.argv[4]), 4, 6), dtype=np.float32)
-  out = vae.decode(z)
-np.save(sys.argv[5], np.asarray(out, dtype=np.float32))
-print(json.dumps({{"sources": vae.programs.sources, "traces": dict(vae.trace_counts),
-                  "warnings": [str(w.message) for w in caught if "executable" in str(w.message)]}}))
+reports = []
+for step in json.loads(sys.argv[1]):
+  with warnings.catch_warnings(record=True) as caught:
+    vae = {module}.load(step["model"], cache_dir=step["cache"], dtype=step["dtype"])
+    out = vae.decode(np.random.default_rng(0).standard_normal((1, 4, step["frames"], 4, 6), dtype=np.float32))
+  np.save(step["out"], np.asarray(out, dtype=np.float32))
+  reports.append({{"sources": vae.programs.sources, "traces": dict(vae.trace_counts),
+                  "warnings": [str(w.message) for w in caught if "executable" in str(w.message)]}})
+print(json.dumps(reports))
 """
 
 
-def _run(path, tiny_dir, cache, tmp_path, *, dtype="float32", frames=3, name="out"):
+def _decode_here(path, model, cache, *, dtype="float32", frames=3):
+  """One decode in this process with a runner of its own: (sources, traces, output, new store entries)."""
+  before = set((cache / "executables").glob("*.exe"))
+  vae = loaders()[path](model, cache_dir=cache, dtype=dtype)
+  z = np.random.default_rng(0).standard_normal((1, 4, frames, 4, 6), dtype=np.float32)
+  out = np.asarray(vae.decode(z), np.float32)
+  return vae.programs.sources, dict(vae.trace_counts), out, set((cache / "executables").glob("*.exe")) - before
+
+
+def _run_fresh(path, steps, cache, tmp_path):
+  """``steps`` ((name, model, dtype, frames)) in one fresh process: {name: (report, output)}."""
   module = "torchax_vae" if path == "torchax" else "native_flax"
-  out = tmp_path / f"{name}.npy"
+  spec = [
+    dict(model=str(m), cache=str(cache), dtype=d, frames=f, out=str(tmp_path / f"{n}.npy")) for n, m, d, f in steps
+  ]
   result = subprocess.run(
-    [sys.executable, "-c", SCRIPT.format(module=module), str(tiny_dir), str(cache), dtype, str(frames), str(out)],
-    capture_output=True, text=True, check=True,
+    [sys.executable, "-c", SCRIPT.format(module=module), json.dumps(spec)], capture_output=True, text=True, check=False
   )
-  return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
+  assert result.returncode == 0, result.stderr[-3000:]
+  reports = json.loads(result.stdout.strip().splitlines()[-1])
+  return {n: (report, np.load(tmp_path / f"{n}.npy")) for (n, *_), report in zip(steps, reports)}
 
 
 COMPILED = {"compiled": 1, "jax_cache": 0, "deserialized": 0}
@@ -47,48 +64,65 @@ FROM_JAX_CACHE = {"compiled": 0, "jax_cache": 1, "deserialized": 0}
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_round_trip_and_fallbacks(path, tiny_dir, tmp_path):
+def test_round_trip_and_fallbacks(path, tiny_dir, tiny_wan_dirs, tmp_path):
+  """This process compiles and stores; one fresh process then loads, and meets every fallback.
+
+  On torchax, tiny Wan's two programs (first, steady) go in the same store first, and a CogVideoX
+  model of the same latent shape gets keys of its own."""
   cache = tmp_path / "cache"
-  cold, expected = _run(path, tiny_dir, cache, tmp_path, name="cold")
-  assert cold["sources"] == COMPILED and cold["traces"] == {"decode_first": 1}
-  stored = list((cache / "executables").glob("*.exe"))
-  assert len(stored) == 1
+  wan = path == "torchax"
+  if wan:
+    sources, traces, wan_expected, wan_entries = _decode_here(path, tiny_wan_dirs["2.1"], cache)
+    assert sources == {"compiled": 2, "jax_cache": 0, "deserialized": 0}
+    assert traces == {"decode_first": 1, "decode_steady": 1} and len(wan_entries) == 2
+  sources, traces, expected, (entry,) = _decode_here(path, tiny_dir, cache)
+  assert sources == COMPILED and traces == {"decode_first": 1}  # not the Wan entries
+  # Other inputs or dtype: other keys, compiled (and stored) anew.
+  sources, _, other_expected, (other,) = _decode_here(path, tiny_dir, cache, frames=2)
+  assert sources == COMPILED
+  sources, _, bf16_expected, (bf16,) = _decode_here(path, tiny_dir, cache, dtype="bfloat16")
+  assert sources == COMPILED
+  assert len(list((cache / "executables").glob("*.exe"))) == 3 + 2 * wan
+
+  # Planted before the fresh process starts: an entry that does not fit its key (another program's
+  # file under the frames=2 program's name) and a corrupt one (the bfloat16 program's).
+  other.write_bytes(bf16.read_bytes())
+  bf16.write_bytes(b"not an executable")
+  steps = [("warm", tiny_dir, "float32", 3)] + [("wan", tiny_wan_dirs["2.1"], "float32", 3)] * wan + [
+    ("mismatched", tiny_dir, "float32", 2), ("again", tiny_dir, "float32", 2), ("corrupt", tiny_dir, "bfloat16", 3),
+  ]  # fmt: skip
+  fresh = _run_fresh(path, steps, cache, tmp_path)
 
   # A fresh process loads the executable: no tracing, no compiling, the same result.
-  warm, out = _run(path, tiny_dir, cache, tmp_path, name="warm")
+  warm, out = fresh["warm"]
   assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 1} and warm["traces"] == {}
   np.testing.assert_array_equal(out, expected)
+  if wan:
+    warm, out = fresh["wan"]
+    assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 2} and warm["traces"] == {}
+    np.testing.assert_array_equal(out, wan_expected)
 
-  # Other inputs or dtype: other keys, compiled (and stored) anew.
-  other, _ = _run(path, tiny_dir, cache, tmp_path, frames=2, name="other")
-  assert other["sources"] == COMPILED
-  bf16, _ = _run(path, tiny_dir, cache, tmp_path, dtype="bfloat16", name="bf16")
-  assert bf16["sources"] == COMPILED
-  assert len(list((cache / "executables").glob("*.exe"))) == 3
-
-  # An entry that does not fit its key (here: another program's file under this name) is refused
-  # and removed; the program comes from JAX's persistent cache.
-  entries = sorted((cache / "executables").glob("*.exe"), key=lambda p: p.stat().st_mtime)
-  entries[0].write_bytes(entries[-1].read_bytes())
-  mismatched, out = _run(path, tiny_dir, cache, tmp_path, name="mismatched")
+  # The entry that does not fit its key is refused and removed; the program comes from JAX's cache.
+  mismatched, out = fresh["mismatched"]
   assert mismatched["sources"] == FROM_JAX_CACHE
   assert any("built for other inputs" in w for w in mismatched["warnings"])
-  np.testing.assert_array_equal(out, expected)
+  np.testing.assert_array_equal(out, other_expected)
 
   # A program fetched from JAX's cache is not stored: re-serialized, an XLA:CPU executable loses its
-  # kernels ("Function slice_bitcast_fusion.N not found" at the next process's first run).
-  assert not entries[0].exists()
-  again, out = _run(path, tiny_dir, cache, tmp_path, name="again")
+  # kernels ("Function slice_bitcast_fusion.N not found" at the next process's first run). The next
+  # runner finds no entry (had one been stored, it would have been deserialized) and fetches it again.
+  again, out = fresh["again"]
   assert again["sources"] == FROM_JAX_CACHE and again["warnings"] == []
-  np.testing.assert_array_equal(out, expected)
+  np.testing.assert_array_equal(out, other_expected)
+  assert not other.exists()
 
   # A corrupt entry: a warning, removed, then the program from JAX's cache.
-  entries[0].write_bytes(b"not an executable")
-  corrupt, out = _run(path, tiny_dir, cache, tmp_path, name="corrupt")
+  corrupt, out = fresh["corrupt"]
   assert corrupt["sources"] == FROM_JAX_CACHE
   assert any("could not be used" in w for w in corrupt["warnings"])
-  assert not entries[0].exists()
-  np.testing.assert_array_equal(out, expected)
+  assert not bf16.exists()
+  np.testing.assert_array_equal(out, bf16_expected)
+  assert entry.exists()
 
 
 def test_entries_of_another_format_are_discarded_silently(tmp_path):
@@ -103,21 +137,6 @@ def test_entries_of_another_format_are_discarded_silently(tmp_path):
     warnings.simplefilter("error")
     assert store.load("k", None, (), []) is None
   assert not old.exists()
-
-
-def test_wan_round_trip_keyed_by_model(tiny_dir, tiny_wan_dirs, tmp_path):
-  """Wan's two programs (first, steady) are stored and found again in a fresh process; a CogVideoX
-  model of the same latent shape in the same cache gets keys of its own."""
-  cache = tmp_path / "cache"
-  cold, expected = _run("torchax", tiny_wan_dirs["2.1"], cache, tmp_path, name="cold")
-  assert cold["sources"] == {"compiled": 2, "jax_cache": 0, "deserialized": 0}
-  assert cold["traces"] == {"decode_first": 1, "decode_steady": 1}
-  warm, out = _run("torchax", tiny_wan_dirs["2.1"], cache, tmp_path, name="warm")
-  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 2} and warm["traces"] == {}
-  np.testing.assert_array_equal(out, expected)
-  cogvideox, _ = _run("torchax", tiny_dir, cache, tmp_path, name="cogvideox")
-  assert cogvideox["sources"] == COMPILED  # not the Wan entries
-  assert len(list((cache / "executables").glob("*.exe"))) == 3
 
 
 class _CreatesAFile:

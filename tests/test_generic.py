@@ -111,16 +111,17 @@ def test_tiling_equals_diffusers_tiled_decode(kl, tmp_path):
   finally:
     module.disable_tiling()
   out = tiled.decode(z)
+  untiled = _decode(module, z)
   assert _max_abs(out, ref) <= TOL
-  assert _max_abs(out, _decode(module, z)) > 1e-3  # tiling did change the output: it really ran tiled
+  assert _max_abs(out, untiled) > 1e-3  # tiling did change the output: it really ran tiled
   tiled.disable_tiling()
-  assert _max_abs(tiled.decode(z), _decode(module, z)) <= TOL
+  assert _max_abs(tiled.decode(z), untiled) <= TOL
   assert tiled.trace_counts["decode"] == 2  # tiled and untiled are two programs (module state is in the key)
 
 
 def test_bfloat16(kl):
   module, directory = kl
-  low = torchax_vae.load(directory, dtype="bfloat16", cache_dir=False)
+  low = torchax_vae.load(directory, dtype="bfloat16")
   z = randn(2, 4, 6, 10, seed=1)
   out = low.decode(z)
   assert out.dtype == jnp.bfloat16
@@ -158,7 +159,7 @@ TINY_AE = dict(  # diffusers tests/models/autoencoders/test_models_autoencoder_t
 def test_deterministic_encoder_returns_its_latent(tmp_path):
   """AutoencoderTiny (TAESD) encodes to a latent, not a posterior: encode returns it; a key is refused."""
   module = _save(diffusers.AutoencoderTiny, TINY_AE, tmp_path / "tiny")
-  tiny = torchax_vae.load(tmp_path / "tiny", cache_dir=False)
+  tiny = torchax_vae.load(tmp_path / "tiny")
   x = np.tanh(randn(2, 3, 16, 8, seed=8))
   with torch.no_grad():
     ref = module.encode(torch.from_numpy(x)).latents.numpy()
@@ -263,27 +264,37 @@ def test_progress_reports_the_one_program(vae):
   assert calls == [(1, 1)]
 
 
+@pytest.fixture(scope="module")
+def on_mesh(kl):
+  """The KL runner on each mesh, shared by the mesh tests: the program of one shape built once."""
+  return {mesh: torchax_vae.load(kl[1], mesh=mesh) for mesh in ("dp=2", "dp=2,tp=4")}
+
+
+# The mesh tests' jax-array decode: its program is the one test_batch_split_needs_no_collective reads.
+SPLIT_Z = (2, 4, 8, 8)
+
+
 @pytest.mark.multidevice
 @pytest.mark.parametrize("mesh", ["dp=2", "dp=2,tp=4"])
-def test_sharded_equals_unsharded(kl, vae, mesh):
-  sharded = torchax_vae.load(kl[1], mesh=mesh, cache_dir=False)
+def test_sharded_equals_unsharded(on_mesh, vae, mesh):
+  sharded = on_mesh[mesh]
   z = randn(3, 4, 8, 10, seed=9)  # batch 3 on dp=2 and latent width 10 on tp=4: neither divides
   np.testing.assert_allclose(sharded.decode(z), vae.decode(z), atol=1e-5, rtol=0)
   x = np.tanh(randn(3, 3, 16, 20, seed=10))
   np.testing.assert_allclose(sharded.encode(x), vae.encode(x), atol=1e-5, rtol=0)
-  out = sharded.decode(jnp.asarray(randn(2, 4, 8, 8)))
+  out = sharded.decode(jnp.asarray(randn(*SPLIT_Z)))
   assert isinstance(out, jax.Array) and out.sharding.device_set == set(sharded.mesh.devices.flat)
 
 
 @pytest.mark.multidevice
-def test_batch_split_needs_no_collective(kl):
+def test_batch_split_needs_no_collective(on_mesh):
   """On dp the generic program is the same program per device: no collective. On tp, what GSPMD adds
   (the attention's gather, group norm's all-reduces across width shards) is counted, not forbidden."""
   from compare.collectives import count_collectives, step_hlo
 
-  (text,) = step_hlo(torchax_vae.load(kl[1], mesh="dp=2", cache_dir=False), (2, 4, 16, 16))
+  (text,) = step_hlo(on_mesh["dp=2"], SPLIT_Z)
   assert sum(count_collectives(text).values()) == 0
-  (text,) = step_hlo(torchax_vae.load(kl[1], mesh="dp=2,tp=4", cache_dir=False), (2, 4, 16, 16))
+  (text,) = step_hlo(on_mesh["dp=2,tp=4"], SPLIT_Z)
   counts = count_collectives(text)
   assert counts["all-gather"] == 1  # the mid-block attention's input: every position's keys and values
   assert counts["all-reduce"] > 0  # group norm statistics over a width split across devices
@@ -325,7 +336,7 @@ def test_keywords_pass_through_and_key_the_program(tmp_path):
 def test_audio_class(tmp_path):
   """AutoencoderOobleck (Stable Audio): (B, C, L) in and out, an Oobleck posterior's mode."""
   _, module, directory = _case_checkpoint("AutoencoderOobleck", tmp_path)
-  vae = torchax_vae.load(directory, cache_dir=False)
+  vae = torchax_vae.load(directory)
   z, x = randn(2, 6, 5, seed=12), np.tanh(randn(2, 2, 40, seed=13))
   assert _max_abs(vae.decode(z), _decode(module, z)) <= TOL
   with torch.no_grad():
@@ -377,7 +388,7 @@ def test_modules_kept_in_float32_stay_so_in_bfloat16(tmp_path):
   """AutoencoderKLMiniMaxH3Audio keeps every module in float32 (``_keep_in_fp32_modules``), as diffusers'
   ``from_pretrained(torch_dtype=torch.bfloat16)`` would: parameters, buffers and inputs stay float32."""
   case, module, directory = _case_checkpoint("AutoencoderKLMiniMaxH3Audio", tmp_path)
-  low = torchax_vae.load(directory, dtype="bfloat16", cache_dir=False)
+  low = torchax_vae.load(directory, dtype="bfloat16")
   assert {str(v.dtype) for v in low.params.values()} == {"float32"} and low.input_dtype == jnp.float32
   z = randn(*case.decode_input, seed=15)
   assert _max_abs(low.decode(z), _decode(module, z)) <= TOL

@@ -17,16 +17,20 @@ from helpers import randn, torch_decode, torch_encode_mean, with_attributes
 torch = pytest.importorskip("torch")
 
 import torchax_vae  # noqa: E402
-from compare.checkpoints import PRESETS, TINY_HUNYUAN_VIDEO15, write_random_checkpoint  # noqa: E402
+from compare.checkpoints import PRESETS, TINY_HUNYUAN_VIDEO15  # noqa: E402
+from conftest import shared_checkpoint  # noqa: E402
 from torchax_vae.core.errors import CheckpointError, UnsupportedModelError  # noqa: E402
 
 TOL = 1e-4
 SHARDED_TOL = 1e-5
+# The batch test's latents and videos are the sharded test's (2x8 latent px: the width splits over tp=4),
+# so its unsharded half runs programs already built (the store serves them across workers).
+BATCH_Z, BATCH_X = (2, 4, 3, 2, 8), (2, 3, 5, 8, 32)
 
 
 @pytest.fixture(scope="module")
 def hv15_dir(tmp_path_factory):
-  return write_random_checkpoint(tmp_path_factory.mktemp("hunyuan-video15") / "vae", TINY_HUNYUAN_VIDEO15, seed=0)
+  return shared_checkpoint(tmp_path_factory, "tiny-hunyuanvideo-1.5", TINY_HUNYUAN_VIDEO15)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +42,7 @@ def hv15_torch(hv15_dir):
 
 @pytest.fixture(scope="module")
 def hv15(hv15_dir):
-  return torchax_vae.load(hv15_dir, cache_dir=False)
+  return torchax_vae.load(hv15_dir)
 
 
 @pytest.mark.parametrize("frames", [1, 6])
@@ -53,15 +57,15 @@ def test_decode_matches_diffusers(hv15, hv15_torch, frames):
 def test_batch_decodes_as_diffusers_slicing(hv15, hv15_torch):
   """diffusers' own batched call raises (its ``(B, L, L)`` attention mask does not broadcast against
   ``(B, 1, L, L)`` scores); a batch here equals diffusers' ``use_slicing`` (each sample alone)."""
-  z = randn(2, 4, 3, 2, 3, seed=2)
+  z = randn(*BATCH_Z, seed=2)
   with pytest.raises(RuntimeError), torch.no_grad():
     hv15_torch.decode(torch.from_numpy(z))
   expected = torch_decode(with_attributes(hv15_torch, use_slicing=True), z)
   assert float(np.abs(np.asarray(hv15.decode(z)) - expected).max()) <= TOL
-  x = np.tanh(randn(2, 3, 5, 8, 12, seed=3))
+  x = np.tanh(randn(*BATCH_X, seed=3))
   expected = torch_encode_mean(with_attributes(hv15_torch, use_slicing=True), x)
   got = np.asarray(hv15.encode(x))
-  assert got.shape == expected.shape == (2, 4, 2, 2, 3)
+  assert got.shape == expected.shape == (2, 4, 2, 2, 8)
   assert float(np.abs(got - expected).max()) <= TOL
 
 
@@ -84,8 +88,9 @@ def test_attention_mask_is_diffusers(hv15_torch):
   assert got.shape == (18, 18) and torch.equal(got.expand(2, -1, -1), expected)
 
 
-# Latent tiles of 2 every 1 (8 sample px, blend 4, keep 4): decode of 3x5 latents runs tiles of 2x2,
-# 2x1, 1x2, 1x1 latent px — four programs, each over all frames.
+# Latent tiles of 2 every 1 (8 sample px, blend 4, keep 4): decode of 2x3 latents (the smallest with
+# two tile rows and three columns) runs tiles of 2x2, 2x1, 1x2, 1x1 latent px — four programs, each
+# over all frames; encode of 8x12 px, tiles of 8x8, 8x4, 4x8 and 4x4 px.
 SMALL_TILES = dict(tile_sample_min_height=8, tile_sample_min_width=8, tile_latent_min_height=2, tile_latent_min_width=2,
                    tile_overlap_factor=0.5)  # fmt: skip
 
@@ -94,21 +99,22 @@ def test_tiled_decode_and_encode_match_diffusers(hv15_dir, hv15_torch):
   vae = torchax_vae.load(hv15_dir, cache_dir=False)
   vae.enable_tiling(**SMALL_TILES)
   reference = with_attributes(hv15_torch, tiling=SMALL_TILES)
-  z = randn(1, 4, 3, 3, 5, seed=5)
+  z = randn(1, 4, 3, 2, 3, seed=5)
   expected = torch_decode(reference, z)
   out = np.asarray(vae.decode(z))
-  assert out.shape == expected.shape == (1, 3, 9, 12, 20)
+  assert out.shape == expected.shape == (1, 3, 9, 8, 12)
   assert float(np.abs(out - expected).max()) <= TOL
   assert vae.trace_counts == {"decode_first": 4}
-  x = np.tanh(randn(1, 3, 5, 16, 24, seed=6))
+  x = np.tanh(randn(1, 3, 5, 8, 12, seed=6))
+  assert vae.tile_grid("encode", 8, 12) is not None
   expected = torch_encode_mean(reference, x)
   got = np.asarray(vae.encode(x))
-  assert got.shape == expected.shape == (1, 4, 2, 4, 6)
+  assert got.shape == expected.shape == (1, 4, 2, 2, 3)
   assert float(np.abs(got - expected).max()) <= TOL
 
 
 def test_bfloat16(hv15_dir, hv15_torch):
-  vae = torchax_vae.load(hv15_dir, dtype="bfloat16", cache_dir=False)
+  vae = torchax_vae.load(hv15_dir, dtype="bfloat16")
   z = randn(1, 4, 5, 3, 5, seed=11)
   out = vae.decode(z)
   assert out.dtype == jnp.bfloat16
@@ -119,7 +125,7 @@ def test_bfloat16(hv15_dir, hv15_torch):
 
 def test_pipeline_latents(hv15, hv15_torch):
   """``decode_latents``: ``HunyuanVideo15Pipeline``'s ``latents.to(vae.dtype) / scaling_factor``, then decode."""
-  latents = randn(1, 4, 3, 2, 3, seed=4)
+  latents = randn(1, 4, 6, 3, 5, seed=4)  # test_decode_matches_diffusers[6]'s program
   video = np.asarray(torchax_vae.decode_latents(hv15, latents))
   with torch.no_grad():
     expected = hv15_torch.decode(torch.from_numpy(latents) / hv15_torch.config.scaling_factor).sample.numpy()
@@ -163,20 +169,21 @@ def test_preset_is_the_released_config():
 
 
 @pytest.mark.multidevice
-def test_sharded_equals_unsharded_and_gathers_qkv(hv15_dir):
+def test_sharded_equals_unsharded_and_gathers_qkv(hv15, hv15_dir):
   """dp=2,tp=4: sharded equals unsharded. The program's only all-gathers are the mid-block attention's
   query, key and value at latent resolution (its 1x1 convs keep the width split; the attention flattens
   ``T h w`` into one token axis with a causal mask over all of them, so every device needs every
-  position); every conv and norm elsewhere keeps the split (halo exchanges: collective-permutes)."""
+  position); every conv and norm elsewhere keeps the split (halo exchanges: collective-permutes). The
+  unsharded half is ``test_batch_decodes_as_diffusers_slicing``'s programs."""
   import re
 
   from compare.collectives import count_collectives, step_hlo
 
-  vae = torchax_vae.load(hv15_dir, cache_dir=False)
-  sharded = torchax_vae.load(hv15_dir, mesh="dp=2,tp=4", cache_dir=False)
-  z = randn(2, 4, 3, 2, 8, seed=13)
+  vae = hv15
+  sharded = torchax_vae.load(hv15_dir, mesh="dp=2,tp=4")
+  z = randn(*BATCH_Z, seed=13)
   np.testing.assert_allclose(sharded.decode(z), vae.decode(z), atol=SHARDED_TOL, rtol=0)
-  x = np.tanh(randn(2, 3, 5, 8, 32, seed=5))
+  x = np.tanh(randn(*BATCH_X, seed=5))
   np.testing.assert_allclose(sharded.encode(x), vae.encode(x), atol=SHARDED_TOL, rtol=0)
   (text,) = step_hlo(sharded, z.shape)  # the decode's own program, already built
   counts = count_collectives(text)

@@ -12,14 +12,22 @@ from helpers import randn, torch_encode_mean
 torch = pytest.importorskip("torch")
 
 import torchax_vae  # noqa: E402
-from compare.checkpoints import TINY_LTX2_VIDEO, write_random_checkpoint  # noqa: E402
+from compare.checkpoints import TINY_LTX2_VIDEO  # noqa: E402
+from conftest import shared_checkpoint  # noqa: E402
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
 def ltx2_dir(tmp_path_factory):
-  return write_random_checkpoint(tmp_path_factory.mktemp("ltx2") / "vae", TINY_LTX2_VIDEO, seed=0)
+  return shared_checkpoint(tmp_path_factory, "tiny-ltx-2", TINY_LTX2_VIDEO)
+
+
+@pytest.fixture(scope="module")
+def ltx2(ltx2_dir):
+  """The file's fp32 runner (programs of one shape built once; the store serves them across workers);
+  a test that sets ``use_framewise_decoding`` takes a ``copy.copy``."""
+  return torchax_vae.load(ltx2_dir)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +45,10 @@ def _torch_decode(model, z, temb, framewise=False):
 
 
 @pytest.mark.parametrize(("frames", "framewise"), [(2, False), (4, False), (5, True), (8, True)])
-def test_decode_matches_diffusers(ltx2_dir, ltx2_torch, frames, framewise):
+def test_decode_matches_diffusers(ltx2, ltx2_torch, frames, framewise):
   """One call (diffusers' default) and frame tiles (``use_framewise_decoding``; 3 latent frames every 1,
-  a later tile without its last frame), batch 2, non-square."""
-  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  a later tile without its last frame; T=5 and 8 the same two programs), batch 2, non-square."""
+  vae = copy.copy(ltx2)
   vae.use_framewise_decoding = framewise
   assert (vae.temporal_tiles("decode", frames) is not None) == framewise
   z, temb = randn(2, 8, frames, 2, 3, seed=frames), np.array([0.05, 0.3], np.float32)
@@ -51,8 +59,8 @@ def test_decode_matches_diffusers(ltx2_dir, ltx2_torch, frames, framewise):
 
 
 @pytest.mark.parametrize(("frames", "framewise"), [(9, False), (25, True)])
-def test_encode_matches_diffusers(ltx2_dir, ltx2_torch, frames, framewise):
-  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+def test_encode_matches_diffusers(ltx2, ltx2_torch, frames, framewise):
+  vae = copy.copy(ltx2)
   reference = copy.deepcopy(ltx2_torch)
   vae.use_framewise_decoding = reference.use_framewise_decoding = framewise  # diffusers' _encode reads that flag
   x = np.tanh(randn(1, 3, frames, 16, 24, seed=frames))
@@ -70,14 +78,14 @@ def test_programs_do_not_grow_with_t(ltx2_dir):
   assert vae.trace_counts == {"decode_first": 2}
 
 
-def test_pipeline_latents(ltx2_dir, ltx2_torch):
+def test_pipeline_latents(ltx2, ltx2_torch):
   """``decode_latents`` of ``LTX2Pipeline``'s ``output_type="latent"`` video latents (unpacked and
   de-normalised): re-normalised, mixed with the decode noise (the pipeline's generator), de-normalised
   and decoded at the timestep — as the pipeline's own decode."""
   from diffusers import LTX2Pipeline
   from diffusers.utils.torch_utils import randn_tensor
 
-  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
+  vae = ltx2
   model = ltx2_torch
   normalised = torch.from_numpy(randn(1, 8, 2, 2, 3, seed=7))
   output = LTX2Pipeline._denormalize_latents(normalised, model.latents_mean, model.latents_std, model.config.scaling_factor)
@@ -91,8 +99,8 @@ def test_pipeline_latents(ltx2_dir, ltx2_torch):
   assert float(np.abs(video - expected).max()) <= TOL
 
 
-def test_causal_other_than_the_configs_is_refused(ltx2_dir):
-  drop_in = torchax_vae.load(ltx2_dir, cache_dir=False).as_diffusers()
+def test_causal_other_than_the_configs_is_refused(ltx2):
+  drop_in = ltx2.as_diffusers()
   with pytest.raises(TypeError, match="causal other than the default"):
     drop_in.decode(torch.zeros(1, 8, 2, 2, 2), torch.tensor([0.05]), False)
 
@@ -116,15 +124,15 @@ def test_preset_is_the_conversion_scripts_config():
 
 
 @pytest.mark.multidevice
-def test_sharded_equals_unsharded_without_gathers(ltx2_dir):
+def test_sharded_equals_unsharded_without_gathers(ltx2, ltx2_dir):
   """dp=2,tp=4 (batch 3 on dp=2, padded): the same frames; no all-gather and no all-reduce in the
-  program — LTX-2's norms are per position and it has no attention, so only halos move."""
+  program (the one the decode built) — LTX-2's norms are per position and it has no attention, so
+  only halos move."""
   from compare.collectives import count_collectives, step_hlo
 
-  vae = torchax_vae.load(ltx2_dir, cache_dir=False)
-  sharded = torchax_vae.load(ltx2_dir, mesh="dp=2,tp=4", cache_dir=False)
+  sharded = torchax_vae.load(ltx2_dir, mesh="dp=2,tp=4")
   z, temb = randn(3, 8, 3, 2, 8, seed=21), np.array([0.05, 0.5, 0.2], np.float32)
-  np.testing.assert_allclose(sharded.decode(z, temb), vae.decode(z, temb), atol=1e-5, rtol=0)
-  (text,) = step_hlo(sharded, (2, 8, 3, 4, 8))
+  np.testing.assert_allclose(sharded.decode(z, temb), ltx2.decode(z, temb), atol=1e-5, rtol=0)
+  (text,) = step_hlo(sharded, z.shape)
   counts = count_collectives(text)
   assert counts["all-gather"] == 0 and counts["all-reduce"] == 0 and counts["collective-permute"] > 0, counts

@@ -34,10 +34,12 @@ def test_eight_devices_are_simulated():
   assert jax.device_count() == 8
 
 
+# The first two are tests/test_torchax_vae.py's and test_native_vae.py's decode shapes: the unsharded
+# runner loads those programs from the run's store; the tests below reuse these shapes' programs.
 @pytest.mark.parametrize(
   "shape",
   [
-    (2, 4, 3, 4, 8),  # divides both axes
+    (2, 4, 4, 4, 4),  # divides both axes
     (1, 4, 2, 4, 6),  # batch 1 on dp=2 (the driver pads it), latent width 6 on tp=4 (GSPMD pads it)
     (3, 4, 4, 5, 5),
   ],
@@ -48,14 +50,14 @@ def test_sharded_equals_unsharded(plain, sharded, shape):
 
 
 def test_sharded_output_stays_split_on_device(sharded):
-  out = sharded.decode(jnp.asarray(randn(2, 4, 2, 4, 8)))
+  out = sharded.decode(jnp.asarray(randn(2, 4, 4, 4, 4)))  # shape0's programs
   assert isinstance(out, jax.Array)
   assert len(out.sharding.device_set) == 8
   assert out.sharding.spec == activation_spec(sharded.mesh, "BCTHW")
 
 
 def test_sharded_encode_equals_unsharded(plain, sharded):
-  x = np.tanh(randn(2, 3, 9, 16, 32, seed=4))
+  x = np.tanh(randn(2, 3, 9, 16, 24, seed=4))  # the encode parity tests' video (F = 9)
   np.testing.assert_allclose(sharded.encode(x), plain.encode(x), atol=SHARDED_TOL, rtol=0)
 
 
@@ -71,7 +73,7 @@ def test_uneven_batch_is_padded_then_dropped(plain, sharded):
   assert sampled.shape[:2] == (3, 4)
   np.testing.assert_allclose(sampled, expected, atol=SHARDED_TOL, rtol=0)
   # A jax.Array result keeps the caller's batch (replicated over dp: 3 does not split over 2).
-  z = jnp.asarray(randn(3, 4, 2, 4, 8, seed=6))
+  z = jnp.asarray(randn(3, 4, 4, 5, 5, seed=6))  # shape2's programs
   out = sharded.decode(z)
   assert isinstance(out, jax.Array) and out.shape[0] == 3
   np.testing.assert_allclose(out, plain.decode(np.asarray(z)), atol=SHARDED_TOL, rtol=0)
@@ -80,7 +82,7 @@ def test_uneven_batch_is_padded_then_dropped(plain, sharded):
 def test_mesh_object_is_accepted(tiny_dir, path, plain):
   devices = np.asarray(jax.devices()[:4]).reshape(1, 4)
   vae = loaders()[path](tiny_dir, mesh=jax.sharding.Mesh(devices, ("dp", "tp")))
-  z = randn(1, 4, 2, 4, 8, seed=9)
+  z = randn(1, 4, 2, 4, 6, seed=9)  # shape1's unsharded programs
   np.testing.assert_allclose(vae.decode(z), plain.decode(z), atol=SHARDED_TOL, rtol=0)
 
 

@@ -7,17 +7,13 @@ causal conv cache, a second step on the cache each side returned) and compares o
 after moving channels-last back to channels-first.
 
 Tolerance: fp32 max abs error <= 1e-5 per module output on these tiny configs; cache leaves
-(internal activations) <= 1e-5 relative to their magnitude; whole-model steps (tiny and the real
-CogVideoX-2b config, ``-m slow``) <= the project's 1e-4. Measured errors are ~1e-6 throughout. No
+(internal activations) <= 1e-5 relative to their magnitude; whole-model steps (tiny, and the real
+CogVideoX-2b config's encoder) <= the project's 1e-4. Measured errors are ~1e-6 throughout. No
 matmul-precision override is needed: XLA's CPU convolutions are full fp32. Modules are built with
 ``nnx.eval_shape`` and run under ``jax.jit`` (as the driver runs them). ``-s`` prints the errors.
 """
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -482,35 +478,23 @@ def test_convert_rejects_bad_checkpoints(tiny_pair):
     convert.load_model(transposed, config)
 
 
-def test_import_is_torch_free():
-  code = textwrap.dedent(
-    """
-    import sys
-    import native_flax, native_flax.autoencoder_kl_cogvideox, native_flax.convert, native_flax.backend
-    import torchax_vae, torchax_vae.core.checkpoint, torchax_vae.core.driver
-    bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchax", "diffusers"))
-    assert not bad, bad
-    """
-  )
-  subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+# Importing native_flax is torch-free: tests/test_native_vae.py::test_native_flax_is_torch_free.
 
 
 # --- the real config -----------------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_real_config_first_steps(real_dir, real_torch):
-  """CogVideoX-2b config (215.6M params, 4 blocks, 2 time levels): a first decode and encode step."""
+def test_real_config_first_encode_step(real_dir, real_torch):
+  """CogVideoX-2b config (215.6M params, 4 blocks, 2 time levels): a first encode step (the moments,
+  mean and log-variance) at the released widths, which the tiny config's 32-64 channels cannot show.
+  Its first decode step (T=3, no cache) is tests/test_native_vae.py's real-config decode of
+  ``REAL_Z_ODD``: the same ``backend.make_steps`` decode_step at the same latent, against diffusers."""
   from torchax_vae.core.checkpoint import load_checkpoint
 
   ckpt = load_checkpoint(real_dir)
   model = convert.load_model(ckpt.weights, ckpt.config, source=str(real_dir))
-  z = randn(1, 16, 3, 4, 4, seed=11)
-  with torch.no_grad():
-    r, _ = real_torch.decoder(pt(z))
   params, steps = backend.make_steps(model)
-  out, _ = jax.jit(steps.decode_step)(params, cl(z), None)
-  check("CogVideoX-2b decode_step T=3", out, r, MODEL_TOL)
   x = np.tanh(randn(1, 3, 9, 16, 16, seed=12))
   with torch.no_grad():
     r, _ = real_torch.encoder(pt(x))

@@ -3,7 +3,9 @@ diffusers (``torchax_vae.runtime``), decodes and encodes bit for bit as the proc
 compiled, and keeps every key honest.
 
 Each process is a fresh interpreter, as a user's restart is: the first fills the store (programs and
-the parameter-shape manifest), the second must find everything there.
+the parameter-shape manifest), the second must find everything there. The models (CogVideoX, Wan,
+and a class without an adapter) share those two processes: each start costs the imports of torch,
+diffusers and jax.
 """
 
 from __future__ import annotations
@@ -27,42 +29,82 @@ START = textwrap.dedent(
   """
   import json, sys
   import numpy as np
-  import torchax_vae
-  model, cache, out, latent, video = sys.argv[1:6]
-  runner = torchax_vae.load(model, cache_dir=cache)
-  z = np.random.default_rng(0).standard_normal(tuple(json.loads(latent)), dtype=np.float32)
-  x = np.random.default_rng(1).uniform(-1, 1, tuple(json.loads(video))).astype(np.float32)
-  np.savez(out, decoded=runner.decode(z), encoded=runner.encode(x))
-  print(json.dumps({
-    "sources": runner.programs.sources,
-    "imported": sorted(m for m in ("torch", "torchax", "diffusers") if m in sys.modules),
-  }))
+  import torchax_vae, torchax_vae.cli
+  from torchax_vae.core.checkpoint import load_checkpoint
+  cache, models = sys.argv[1], json.loads(sys.argv[2])
+  torchax_vae.decode_latents
+  load_checkpoint(models[0]["model"])  # the weight loader alone
+  reports = [{"imported": sorted(m for m in ("torch", "torchax", "diffusers") if m in sys.modules)}]
+  for model in models:
+    runner = torchax_vae.load(model["model"], cache_dir=cache)
+    z = np.random.default_rng(0).standard_normal(tuple(model["latent"]), dtype=np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, tuple(model["video"])).astype(np.float32)
+    np.savez(model["out"], decoded=runner.decode(z), encoded=runner.encode(x))
+    reports.append({
+      "sources": runner.programs.sources,
+      "imported": sorted(m for m in ("torch", "torchax", "diffusers") if m in sys.modules),
+    })
+  print(json.dumps(reports))
   """
 )
 
 
-def start(model: Path, cache: Path, out: Path, latent, video) -> dict:
-  args = [str(model), str(cache), str(out), json.dumps(latent), json.dumps(video)]
-  done = subprocess.run([sys.executable, "-c", START, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def start(cache: Path, models: list[dict]) -> tuple[list[str], list[dict]]:
+  """One fresh interpreter: imports ``torchax_vae`` and its CLI and reads the first model's weights,
+  then loads each of ``models`` (model, latent, video, out) in turn, decoding and encoding. Returns
+  the heavy modules imported before any load, and each model's sources and modules imported by then."""
+  done = subprocess.run([sys.executable, "-c", START, str(cache), json.dumps(models)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)  # fmt: skip
   assert done.returncode == 0, done.stderr[-3000:]
-  return json.loads(done.stdout.strip().splitlines()[-1])
+  first, *reports = json.loads(done.stdout.strip().splitlines()[-1])
+  return first["imported"], reports
 
 
-@pytest.mark.parametrize("model", ["cogvideox", "wan2.1"])
-def test_warm_start_from_executables_imports_no_torch(model, tiny_dir, tiny_wan_dirs, tmp_path):
-  directory = tiny_dir if model == "cogvideox" else tiny_wan_dirs["2.1"]
-  # Each a first and a steady step: CogVideoX decodes T=5 as 3 + 2 latent frames and encodes 17 frames
-  # as 9 + 8; Wan decodes T=3 as 1 + 1 + 1 and encodes 17 frames as 1 + 4 + 4 + 4 + 4.
-  latent, video = ([1, 4, 5, 4, 6], [1, 3, 17, 8, 12]) if model == "cogvideox" else ([1, 4, 3, 4, 6], [1, 3, 17, 8, 12])
-  cold = start(directory, tmp_path / "cache", tmp_path / "cold.npz", latent, video)
-  assert cold["imported"] == ["diffusers", "torch", "torchax"]  # the first start traces
-  assert cold["sources"]["compiled"] == 4 and cold["sources"]["deserialized"] == 0
-  warm = start(directory, tmp_path / "cache", tmp_path / "warm.npz", latent, video)
-  assert warm["imported"] == [], f"a warm start from executables imported {warm['imported']}"
-  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 4}
-  expected, got = np.load(tmp_path / "cold.npz"), np.load(tmp_path / "warm.npz")
-  for name in ("decoded", "encoded"):  # the same executables: bit for bit
-    assert np.array_equal(expected[name], got[name]), name
+# --- every warm start, in two fresh processes -----------------------------------------------------
+
+KL = dict(
+  in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+  block_out_channels=[32, 64], latent_channels=4, norm_num_groups=32, sample_size=32, layers_per_block=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def kl_dir(tmp_path_factory):
+  torch = pytest.importorskip("torch")
+  import diffusers
+
+  directory = tmp_path_factory.mktemp("kl")
+  torch.manual_seed(0)
+  diffusers.AutoencoderKL(**KL).save_pretrained(directory)
+  return directory
+
+
+def test_warm_start_from_executables_imports_no_torch(tiny_dir, tiny_wan_dirs, kl_dir, tmp_path):
+  """CogVideoX, Wan 2.1 and AutoencoderKL (no adapter: the generic path), one after another in one
+  process that fills the store, then in a second that must decode and encode from the store alone.
+  Importing the package and its command line and reading a checkpoint import none of the three either."""
+  # CogVideoX and Wan: each a first and a steady step. CogVideoX decodes T=5 as 3 + 2 latent frames and
+  # encodes 17 frames as 9 + 8; Wan decodes T=3 as 1 + 1 + 1 and encodes 17 frames as 1 + 4 + 4 + 4 + 4.
+  models = {
+    "cogvideox": (tiny_dir, [1, 4, 5, 4, 6], [1, 3, 17, 8, 12], 4),
+    "wan2.1": (tiny_wan_dirs["2.1"], [1, 4, 3, 4, 6], [1, 3, 17, 8, 12], 4),
+    "generic": (kl_dir, [1, 4, 6, 4], [1, 3, 12, 8], 2),
+  }
+  runs, items = {}, models.items()
+  for run in ("cold", "warm"):
+    spec = [dict(model=str(d), latent=z, video=x, out=str(tmp_path / f"{run}-{name}.npz")) for name, (d, z, x, _) in items]
+    imported, reports = start(tmp_path / "cache", spec)
+    assert imported == [], f"the {run} start imported {imported} before loading a model"
+    runs[run] = dict(zip(models, reports))
+  for name, (*_, programs) in models.items():
+    cold, warm = runs["cold"][name], runs["warm"][name]
+    assert cold["imported"] == ["diffusers", "torch", "torchax"], name  # the first start traces
+    assert cold["sources"] == {"compiled": programs, "jax_cache": 0, "deserialized": 0}, name
+    assert warm["imported"] == [], f"a warm start of {name} from executables imported {warm['imported']}"
+    assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": programs}, name
+    expected, got = np.load(tmp_path / f"cold-{name}.npz"), np.load(tmp_path / f"warm-{name}.npz")
+    for output in ("decoded", "encoded"):  # the same executables: bit for bit
+      assert np.array_equal(expected[output], got[output]), (name, output)
 
 
 def test_warm_runner_builds_the_module_when_asked(tiny_dir, tmp_path):
@@ -129,35 +171,6 @@ def test_the_hashed_model_files_are_the_ones_the_builders_run():
 
 
 # --- the generic path (classes without an adapter) ------------------------------------------------
-
-KL = dict(
-  in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-  block_out_channels=[32, 64], latent_channels=4, norm_num_groups=32, sample_size=32, layers_per_block=1,
-)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def kl_dir(tmp_path_factory):
-  torch = pytest.importorskip("torch")
-  import diffusers
-
-  directory = tmp_path_factory.mktemp("kl")
-  torch.manual_seed(0)
-  diffusers.AutoencoderKL(**KL).save_pretrained(directory)
-  return directory
-
-
-def test_generic_warm_start_imports_no_torch(kl_dir, tmp_path):
-  """AutoencoderKL (no adapter): the second process decodes and encodes from the store alone."""
-  cold = start(kl_dir, tmp_path / "cache", tmp_path / "cold.npz", [1, 4, 6, 4], [1, 3, 12, 8])
-  assert cold["imported"] == ["diffusers", "torch", "torchax"]
-  assert cold["sources"] == {"compiled": 2, "jax_cache": 0, "deserialized": 0}
-  warm = start(kl_dir, tmp_path / "cache", tmp_path / "warm.npz", [1, 4, 6, 4], [1, 3, 12, 8])
-  assert warm["imported"] == [], f"a generic warm start from executables imported {warm['imported']}"
-  assert warm["sources"] == {"compiled": 0, "jax_cache": 0, "deserialized": 2}
-  expected, got = np.load(tmp_path / "cold.npz"), np.load(tmp_path / "warm.npz")
-  for name in ("decoded", "encoded"):
-    assert np.array_equal(expected[name], got[name]), name
 
 
 def test_generic_warm_runner_builds_the_module_for_a_changed_state(kl_dir, tmp_path):
