@@ -154,3 +154,45 @@ def real_wan_torch(real_wan_dirs):
     return loaded[variant]
 
   return get
+
+
+# --- real-config references: both paths' tests compare against one PyTorch computation per run -------
+
+# The real CogVideoX-2b latents: the smallest that runs every block (4 x 4, upsampled to 32 x 32).
+REAL_Z = (1, 16, 2, 4, 4)  # one first step of 2 frames
+REAL_Z_ODD = (1, 16, 3, 4, 4)  # an odd first step of 3 frames
+
+
+@pytest.fixture(scope="session")
+def real_torch_decode(reference, request):
+  """``real_torch_decode(shape)`` -> ``(z, diffusers' decode of z)`` by the real CogVideoX-2b config,
+  ``z = randn(*shape, seed=1)``; the PyTorch decode once per run for test_torchax_vae and test_native_vae."""
+  from helpers import randn, torch_decode
+
+  def get(shape):
+    z = randn(*shape, seed=1)
+    name = f"cogvideox-2b-decode-randn{tuple(shape)}-seed1".replace(" ", "")
+    return z, reference(name, lambda: torch_decode(request.getfixturevalue("real_torch"), z))
+
+  return get
+
+
+@pytest.fixture(scope="session")
+def real_wan_references(reference, real_wan_torch):
+  """``real_wan_references(variant)`` -> ``(z, diffusers' decode of z, x, diffusers' encode mean of x)``
+  for a real Wan config: one small latent and video per version (2 x 2 latent px: every block runs, and
+  XLA:CPU's unoptimised run stays short), the PyTorch side once per run for test_wan and test_native_wan."""
+  import numpy as np
+  from helpers import randn, torch_decode, torch_encode_mean
+
+  def get(variant):
+    channels, scale = (16, 8) if variant == "2.1" else (48, 16)
+    z = randn(1, channels, 2, 2, 2, seed=1)
+    x = np.tanh(randn(1, 3, 5, 2 * scale, 2 * scale, seed=2))
+    decoded = reference(f"real-wan{variant}-decode-randn(1,{channels},2,2,2)-seed1",
+                        lambda: torch_decode(real_wan_torch(variant), z))  # fmt: skip
+    mean = reference(f"real-wan{variant}-encode-mode-tanh-randn(1,3,5,{2 * scale},{2 * scale})-seed2",
+                     lambda: torch_encode_mean(real_wan_torch(variant), x))  # fmt: skip
+    return z, decoded, x, mean
+
+  return get

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from conftest import REAL_Z, REAL_Z_ODD
 from helpers import randn, torch_decode, torch_encode_mean
 
 import native_flax
@@ -104,35 +105,25 @@ def test_native_flax_is_torch_free(tiny_dir, tiny_wan_dirs):
 
 # --- the real config (CogVideoX-2b) ----------------------------------------------------------------
 # The released widths (512-channel blocks, 32-group norms, SpatialNorm3D at full width) within the fp32
-# bar and bf16's error at real depth: what the tiny config cannot show. The latents, seeds and reference
-# names are tests/test_torchax_vae.py's (the smallest latent that runs every block): each PyTorch decode
-# is computed once per run for both paths.
-
-REAL_Z = (1, 16, 2, 4, 4)  # one first step of 2 frames
-REAL_Z_ODD = (1, 16, 3, 4, 4)  # an odd first step of 3 frames: backend.make_steps' decode_step once, at T=3
-
-
-def real_torch_decode(request, reference, shape):
-  """diffusers' decode of ``randn(*shape, seed=1)`` by the real config, once per run for both paths."""
-  z = randn(*shape, seed=1)
-  name = f"cogvideox-2b-decode-randn{shape}-seed1".replace(" ", "")
-  return z, reference(name, lambda: torch_decode(request.getfixturevalue("real_torch"), z))
+# bar and bf16's error at real depth: what the tiny config cannot show. conftest's REAL_Z, REAL_Z_ODD
+# (the smallest latents that run every block) and ``real_torch_decode``: each PyTorch decode is computed
+# once per run, for both paths.
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("shape", [REAL_Z, REAL_Z_ODD])
-def test_real_config_decode_matches_diffusers(real_dir, reference, request, shape):
+def test_real_config_decode_matches_diffusers(real_dir, real_torch_decode, shape):
   vae = native_flax.load(real_dir)
-  z, ref = real_torch_decode(request, reference, shape)
+  z, ref = real_torch_decode(shape)
   out = vae.decode(z)
   assert out.shape == ref.shape
   np.testing.assert_allclose(out, ref, atol=FP32_TOL, rtol=0)
 
 
 @pytest.mark.slow
-def test_real_config_bfloat16_error(real_dir, reference, request):
+def test_real_config_bfloat16_error(real_dir, real_torch_decode):
   vae = native_flax.load(real_dir, dtype="bfloat16")
-  z, ref = real_torch_decode(request, reference, REAL_Z)
+  z, ref = real_torch_decode(REAL_Z)
   out = vae.decode(z)
   assert out.dtype == jnp.bfloat16
   err = np.abs(out.astype(np.float32) - ref)

@@ -313,25 +313,12 @@ def test_only_the_attention_gathers_keys_and_values(tiny_wan_dirs, variant):
     assert all("nyxc" in g[4] for g in gathered), gathered  # the attention's einsums over keys / values
 
 
-def real_wan_references(reference, real_wan_torch, variant: str):
-  """tests/test_wan.py's function (the same inputs and reference names): both paths compare against
-  one PyTorch computation per run."""
-  channels, scale = (16, 8) if variant == "2.1" else (48, 16)
-  z = randn(1, channels, 2, 2, 2, seed=1)  # 2 x 2 latent px: every block runs, XLA:CPU's unoptimised run stays short
-  x = np.tanh(randn(1, 3, 5, 2 * scale, 2 * scale, seed=2))
-  decoded = reference(f"real-wan{variant}-decode-randn(1,{channels},2,2,2)-seed1",
-                      lambda: torch_decode(real_wan_torch(variant), z))  # fmt: skip
-  mean = reference(f"real-wan{variant}-encode-mode-tanh-randn(1,3,5,{2 * scale},{2 * scale})-seed2",
-                   lambda: torch_encode_mean(real_wan_torch(variant), x))  # fmt: skip
-  return z, decoded, x, mean
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("real", VARIANTS)
-def test_real_config_matches_diffusers(real_wan_dirs, real_wan_torch, reference, real):
+def test_real_config_matches_diffusers(real_wan_dirs, real_wan_references, real):
   """The released widths (up to 384 / 1024 channels, RMS norms and attention over them) through the
   port's modules and weight conversion, within the fp32 bar: the tiny configs' 8-32 channels cannot show it."""
-  z, ref, x, ref_mean = real_wan_references(reference, real_wan_torch, real)
+  z, ref, x, ref_mean = real_wan_references(real)
   vae = native_flax.load(real_wan_dirs[real])
   out = vae.decode(z)
   ERRORS[f"native_flax real Wan {real} decode {z.shape}"] = float(np.abs(out - ref).max())

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from conftest import REAL_Z
 from helpers import randn, torch_decode, torch_encode_mean
 
 import torchax_vae
@@ -158,33 +159,23 @@ def test_unwritable_cache_dir_warns_and_decodes(tiny_dir, tmp_path):
 # What the tiny config cannot show: the released widths (512-channel blocks, 32-group norms over them,
 # SpatialNorm3D at full width) within the fp32 bar, bf16's error at real depth, and scratch memory at
 # real activation sizes. The decodes: the smallest latent that runs every block (4 x 4, upsampled to
-# 32 x 32; XLA:CPU runs the real config's unoptimised programs for seconds), the same latents and seeds
-# as tests/test_native_vae.py, so each PyTorch decode is computed once per run (``reference``).
-
-REAL_Z = (1, 16, 2, 4, 4)  # two latent frames: one first step of 2 frames
-REAL_Z_ODD = (1, 16, 3, 4, 4)  # an odd first step of 3 frames (tests/test_native_vae.py decodes it)
-
-
-def real_torch_decode(request, reference, shape):
-  """diffusers' decode of ``randn(*shape, seed=1)`` by the real config, once per run for both paths."""
-  z = randn(*shape, seed=1)
-  name = f"cogvideox-2b-decode-randn{shape}-seed1".replace(" ", "")
-  return z, reference(name, lambda: torch_decode(request.getfixturevalue("real_torch"), z))
+# 32 x 32; XLA:CPU runs the real config's unoptimised programs for seconds), conftest's REAL_Z and
+# ``real_torch_decode``: each PyTorch decode is computed once per run, for both paths.
 
 
 @pytest.mark.slow
-def test_real_config_decode_matches_diffusers(real_dir, reference, request):
+def test_real_config_decode_matches_diffusers(real_dir, real_torch_decode):
   vae = torchax_vae.load(real_dir)
-  z, ref = real_torch_decode(request, reference, REAL_Z)
+  z, ref = real_torch_decode(REAL_Z)
   out = vae.decode(z)
   assert out.shape == (1, 3, 8, 32, 32)
   np.testing.assert_allclose(out, ref, atol=FP32_TOL, rtol=0)
 
 
 @pytest.mark.slow
-def test_real_config_bfloat16_error(real_dir, reference, request):
+def test_real_config_bfloat16_error(real_dir, real_torch_decode):
   vae = torchax_vae.load(real_dir, dtype="bfloat16")
-  z, ref = real_torch_decode(request, reference, REAL_Z)
+  z, ref = real_torch_decode(REAL_Z)
   err = np.abs(vae.decode(z).astype(np.float32) - ref)
   print(f"torchax bf16 vs torch fp32, real config {REAL_Z}: max abs {err.max():.4f}, mean abs {err.mean():.5f}")
   assert err.max() < 0.25  # measured 0.076 (mean 0.0025) at (1,16,2,8,8) on random-initialised weights

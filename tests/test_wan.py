@@ -222,27 +222,13 @@ def test_a_path_without_the_model_says_so_before_reading_weights(tiny_wan_dirs, 
 # --- real configs ---------------------------------------------------------------------------------
 
 
-def real_wan_references(reference, real_wan_torch, variant: str):
-  """(z, diffusers' decode of z, x, diffusers' encode mean of x) for a real Wan config: one small
-  latent and video per version, the PyTorch side computed once per run. tests/test_native_wan.py has
-  the same function (the same inputs and names): both paths compare against one computation."""
-  channels, scale = (16, 8) if variant == "2.1" else (48, 16)
-  z = randn(1, channels, 2, 2, 2, seed=1)  # 2 x 2 latent px: every block runs, XLA:CPU's unoptimised run stays short
-  x = np.tanh(randn(1, 3, 5, 2 * scale, 2 * scale, seed=2))
-  decoded = reference(f"real-wan{variant}-decode-randn(1,{channels},2,2,2)-seed1",
-                      lambda: torch_decode(real_wan_torch(variant), z))  # fmt: skip
-  mean = reference(f"real-wan{variant}-encode-mode-tanh-randn(1,3,5,{2 * scale},{2 * scale})-seed2",
-                   lambda: torch_encode_mean(real_wan_torch(variant), x))  # fmt: skip
-  return z, decoded, x, mean
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("real", VARIANTS)
-def test_real_config_matches_diffusers(real_wan_dirs, real_wan_torch, reference, real):
+def test_real_config_matches_diffusers(real_wan_dirs, real_wan_references, real):
   """Wan 2.1 (z_dim 16, 8x) and Wan 2.2 TI2V-5B (z_dim 48, 16x, patchified) at a small latent: the
   released widths (up to 384 / 1024 channels, RMS norms and the mid-block attention over them) within
   the fp32 bar through the unmodified diffusers module, which the tiny configs' 8-32 channels cannot show."""
-  z, ref, x, ref_mean = real_wan_references(reference, real_wan_torch, real)
+  z, ref, x, ref_mean = real_wan_references(real)
   vae = torchax_vae.load(real_wan_dirs[real])
   scale = 8 if real == "2.1" else 16
   out = vae.decode(z)
