@@ -7,7 +7,7 @@
 
 ``--model`` is a preset name (random weights of a released config, written once and cached:
 ``compare.checkpoints.PRESETS``: cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2,
-hunyuanvideo, hunyuanvideo-1.5, ltx-video-0.9.0, ltx-video-0.9.1),
+hunyuanvideo, hunyuanvideo-1.5, ltx-video-0.9.0, ltx-video-0.9.1, ltx-2, flux.1),
 a hub id or a local VAE/pipeline dir.
 
 Every measurement runs in a fresh process (``compare.worker``), so nothing leaks between them. Per
@@ -27,6 +27,11 @@ config's sample size), the tiled rows side by side with the untiled ones; the JA
 compared to torch's tiled output. Memory: each process's peak RSS (host memory), torch's CUDA peak
 allocation when it runs on a GPU, and for the JAX paths XLA's memory analysis of the step programs
 (temp = activations, the device memory tiling saves; max over the programs a decode runs).
+
+``--target TOPOLOGY`` (e.g. ``v6e:2x4``) compiles each JAX path's programs for that TPU topology with the
+TPU compiler on this host (compile-only; docs/tpu.md): per-chip memory against the chip's HBM,
+collectives per program and the compiler's decode-time estimate (``compare.estimate``: an estimate,
+never a measurement); the optimised programs are kept as ``OUT/hlo/*.hlo.txt``.
 
 Output: progress on stderr, a Markdown table on stdout, ``OUT/results.json`` and ``OUT/bench.png``.
 All arguments are checked before any measurement; a bad one exits with status 2. A measurement
@@ -91,6 +96,10 @@ class Plan:
   # --conv: the 3D convolution forms each JAX path is measured in ($TORCHAX_VAE_CONV per process);
   # (None,) = the platform's default (or an inherited $TORCHAX_VAE_CONV), as before --conv existed.
   conv_forms: tuple[str | None, ...] = (None,)
+  # --target: a TPU topology compiled for by the TPU compiler (compile-only), and its chip's
+  # datasheet figures (core.target.Chip) for the estimate.
+  target: str | None = None
+  chip: dict | None = None
 
   def tilings(self) -> list[dict | None]:
     """Per shape and path, untiled first, then (--tiled) tiled."""
@@ -117,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     default=None,
     help="a preset (random weights of a released config, offline: "
     "cogvideox-2b (default), cogvideox-5b, cogvideox-1.5, wan2.1, wan2.2, hunyuanvideo, ltx-video-0.9.0, "
-    "ltx-video-0.9.1), a hub id or a local VAE dir",
+    "ltx-video-0.9.1, ltx-2, flux.1), a hub id or a local VAE dir",
   )
   parser.add_argument("--latent", default="1,16,2,8,8", help="latent shape B,C,T,H,W (default: %(default)s)")
   parser.add_argument("--frames", default=None, help="latent T values to measure, e.g. 2,13 (overrides T in --latent)")
@@ -130,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     help="only lower and compile each JAX path's step programs (one fresh process each; nothing is run): "
     "compile times, FLOPs and XLA's per-device memory analysis (program_memory_mb), for sizes this machine "
     "cannot decode; no torch, no decode or warm-start figures",
+  )
+  parser.add_argument(
+    "--target",
+    default=None,
+    metavar="TOPOLOGY",
+    help="compile for a TPU topology with the TPU compiler, on this host, no TPU needed (implies --compile-only): "
+    "e.g. v6e:2x4 (v6e-8), v5e:2x4, v5e:2x2, v6e:4x4 (16 chips, 4 hosts); one chip of it without --mesh. Adds "
+    "per-chip memory against the chip's HBM, collectives per program and the compiler's decode-time estimate "
+    "(an estimate, not a measurement); needs the TPU compiler scripts/setup installs",
   )
   parser.add_argument(
     "--conv",
@@ -345,6 +363,8 @@ def worker_env(devices: int) -> dict[str, str]:
 def validate(args: argparse.Namespace) -> Plan:
   """Checks every argument and the host; returns the plan. Raises UsageError before any work."""
   paths = parse_paths(args.paths)
+  if args.target:
+    args.compile_only = True
   if args.compile_only:
     paths = [p for p in paths if p != "torch"]  # nothing to compile
     if not paths:
@@ -375,12 +395,14 @@ def validate(args: argparse.Namespace) -> Plan:
       "latent channels"
     )
   tiling, tiles = resolve_tiling(args, adapter, shape)
-  env = worker_env(needed)
-  host = run_worker({"kind": "devices"}, env)
+  env = worker_env(1 if args.target else needed)  # a target's chips are its own, not simulated host devices
+  host = run_worker({"kind": "devices", "target": args.target}, env)
   if not host.get("ok"):
+    if args.target:
+      raise UsageError(f"--target {args.target!r}: {host.get('error')}")
     raise UsageError(f"cannot start JAX to count devices: {host.get('error')}")
   if host["platform"] != "cpu" and needed > host["device_count"]:
-    present = f"{host['device_count']} {host['platform']} device(s)"
+    present = f"{host['device_count']} {host['platform']} device(s)" + (f" in {args.target}" if args.target else "")
     raise UsageError(f"--mesh {args.mesh!r} needs {needed} devices, but only {present} are present")
   return Plan(
     paths=paths,
@@ -390,7 +412,7 @@ def validate(args: argparse.Namespace) -> Plan:
     model_class=adapter.class_name,
     mesh=args.mesh,
     devices=needed,
-    simulated=host["platform"] == "cpu" and needed > 1,
+    simulated=host["platform"] == "cpu" and needed > 1 and not args.target,
     host=host,
     env=env,
     dtype=args.dtype,
@@ -401,6 +423,8 @@ def validate(args: argparse.Namespace) -> Plan:
     framewise=args.framewise,
     compile_only=args.compile_only,
     conv_forms=conv_forms,
+    target=args.target,
+    chip=host.get("chip"),
   )
 
 
@@ -527,9 +551,11 @@ def measure_compile_only(
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
-             "tiling": tiling, "framewise": plan.framewise, "phase": "compile_only"}  # fmt: skip
+             "tiling": tiling, "framewise": plan.framewise, "phase": "compile_only", "target": plan.target,
+             "hlo_dir": str(plan.out / "hlo"), "hlo_name": name}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
-  progress(f"{label}: compile only (empty compile cache; nothing run)")
+  where = f"for {plan.target} with the TPU compiler" if plan.target else "empty compile cache"
+  progress(f"{label}: compile only ({where}; nothing run)")
   log = plan.out / "logs" / f"{name}-compile-only.log"
   result = run_worker(request, form_env(plan, form), log)
   if not result.get("ok"):
@@ -548,8 +574,36 @@ def measure_compile_only(
     conv3d=result["conv3d"],
     conv_form=form,
     notes=result["notes"],
+    collectives=result.get("collectives"),
+    custom_calls=result.get("custom_calls"),
+    compile_cpu_s=result.get("compile_cpu_s"),
+    cost=result.get("cost"),
   )
+  if plan.target:
+    record.update(target_fields(plan, record, result))
   return record
+
+
+def target_fields(plan: Plan, record: dict, result: dict) -> dict:
+  """A TPU target's row: per-chip memory against the chip's HBM and the decode's estimate
+  (compare.estimate: the TPU compiler's, never a measurement)."""
+  from compare.estimate import decode_estimate
+
+  chip = plan.chip
+  memory = record["program_memory_mb"] or {}
+  parts = [memory.get(k) for k in ("temp", "argument", "output")]
+  # Each program needs its own arguments, outputs and scratch at once; the largest program's sum
+  # is what a chip must hold (the alias part is in both argument and output: counted once).
+  per_program = record["program_memory_per_program_mb"] or {}
+  totals = [m.get("temp", 0) + m.get("argument", 0) + m.get("output", 0) - m.get("alias", 0) for m in per_program.values()]
+  peak_mb = max(totals) if totals else None
+  return {
+    "target": plan.target,
+    "chip_memory_mb": peak_mb,
+    "chip_memory_fraction": None if peak_mb is None else peak_mb * 2**20 / chip["hbm_bytes"],
+    "fits": None if peak_mb is None or None in parts else peak_mb * 2**20 <= chip["hbm_bytes"],
+    "estimate": decode_estimate(result.get("cost") or {}, result["programs"], chip),
+  }
 
 
 def empty_record(
@@ -574,7 +628,8 @@ def empty_record(
     "flops_fraction_of_matmul": None, "bytes_accessed": None, "bytes_fraction_of_copy": None,
     "max_abs_err": None, "output_shape": None, "programs": None,
     "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
-    "conv3d": None, "conv_form": None, "weights_yardstick_s": None,
+    "conv3d": None, "conv_form": None, "weights_yardstick_s": None, "collectives": None, "custom_calls": None,
+    "cost": None,
   }  # fmt: skip
 
 
@@ -676,6 +731,10 @@ def build_meta(plan: Plan, matmul: dict) -> dict:
     "mesh": plan.mesh,
     "dtype": plan.dtype,
     "compile_only": plan.compile_only,
+    "target": plan.target,
+    "chip": plan.chip,
+    "hosts": host.get("hosts"),
+    "libtpu": host.get("libtpu"),
     "model": plan.model_name,
     "model_class": plan.model_class,
     "repeats": plan.repeats,
@@ -782,6 +841,46 @@ def memory_table(results: list[dict]) -> str:
       r["path"], "x".join(map(str, r["latent_shape"])), r["mesh"] or "1 device", r["dtype"], r.get("conv3d") or "–",
       fmt(r["compile_s"]), *(fmt(v, ".0f") for v in parts),
       fmt(sum(parts) if None not in parts else None, ".0f"),
+    ])  # fmt: skip
+  return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in rows)
+
+
+TARGET_COLUMNS = ("path", "latent", "mesh", "tiles", "conv3d", "compile s", "per chip GB", "of HBM", "collectives",
+                  "GFLOP / chip", "GB moved / chip", "est. decode s", "roofline s", "unpriced ops")  # fmt: skip
+
+
+def collectives_cell(per_program: dict | None) -> str:
+  """``steady: 198 collective-permute; first: 120 collective-permute, 2 all-gather`` (none: ``0``)."""
+  if not per_program:
+    return "–"
+  cells = []
+  for name, counts in per_program.items():
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    cells.append(f"{name}: {found or '0'}")
+  return "; ".join(cells)
+
+
+def target_table(results: list[dict]) -> str:
+  """``--target``: per chip, the largest program's memory against the HBM, collectives per program,
+  the decode's FLOPs and bytes (per chip, all runs) and the TPU compiler's estimate (never a measurement)."""
+  rows = [TARGET_COLUMNS, ["---"] * len(TARGET_COLUMNS)]
+  for r in results:
+    latent = "x".join(map(str, r["latent_shape"]))
+    if r["error"]:
+      rows.append([path_cell(r), latent, r["mesh"] or "1 chip", "failed: " + r["error"].splitlines()[0][:100]] + [""] * 10)
+      continue
+    est = r.get("estimate") or {}
+    chips = 1 if not r["mesh"] else mesh_devices(r["mesh"])
+    unpriced = sorted({p["unpriced_ops"] for p in (est.get("per_program") or {}).values() if p["unpriced_ops"] is not None})
+    rows.append([
+      path_cell(r), latent, r["mesh"] or "1 chip", tiles_cell(r), r.get("conv3d") or "–", fmt(r["compile_s"], ".1f"),
+      fmt(r.get("chip_memory_mb") and r["chip_memory_mb"] / 1024, ".2f"),
+      "–" if r.get("chip_memory_fraction") is None else f"{100 * r['chip_memory_fraction']:.0f}%",
+      collectives_cell(r.get("collectives")),
+      fmt(r["flops"] and r["flops"] / chips / 1e9, ".0f"),
+      fmt(r.get("bytes_accessed") and r["bytes_accessed"] / chips / 1e9, ".1f"),
+      fmt(est.get("estimated_decode_s"), ".4g"), fmt(est.get("roofline_decode_s"), ".4g"),
+      "/".join(map(str, unpriced)) or "–",
     ])  # fmt: skip
   return "\n".join("| " + " | ".join(map(str, cells)) + " |" for cells in rows)
 
@@ -894,7 +993,7 @@ def main(argv: list[str] | None = None) -> int:
   meta, results = run(plan)
   write_results(plan.out / "results.json", meta, results)
   plot(results, plan.out / "bench.png", plan.model_class)
-  print(memory_table(results) if plan.compile_only else markdown_table(results))
+  print(target_table(results) if plan.target else memory_table(results) if plan.compile_only else markdown_table(results))
   for r in results:
     if r.get("unavailable"):
       progress(f"{r['path']}: not available for {plan.model_class}: {r['error'].splitlines()[0]}")

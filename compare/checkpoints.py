@@ -118,6 +118,21 @@ PRESETS = {
     "temporal_compression_ratio": 8,
   },
 }
+# black-forest-labs/FLUX.1-dev vae/config.json (an AutoencoderKL: the generic path runs it).
+PRESETS["flux.1"] = {
+  "_class_name": "AutoencoderKL",
+  "block_out_channels": [128, 256, 512, 512],
+  "down_block_types": ["DownEncoderBlock2D"] * 4,
+  "up_block_types": ["UpDecoderBlock2D"] * 4,
+  "latent_channels": 16,
+  "layers_per_block": 2,
+  "norm_num_groups": 32,
+  "sample_size": 1024,
+  "scaling_factor": 0.3611,
+  "shift_factor": 0.1159,
+  "use_quant_conv": False,
+  "use_post_quant_conv": False,
+}
 DEFAULT_PRESET = "cogvideox-2b"
 
 # Small enough that a test builds, saves and runs it in about a second; every block kind is used.

@@ -31,15 +31,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
 import os
+import re
 import resource
 import statistics
 import sys
 import time
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +135,13 @@ def tile_layout(adapter, latent_hw: tuple[int, int], tiling: dict) -> dict | Non
 
 
 def run_devices(args: dict) -> dict:
+  """The host's devices; with ``"target"`` (a TPU topology), that topology's chips (compile-only)."""
+  if args.get("target"):
+    from torchax_vae.core.target import compiler_version, open_target
+
+    target = open_target(args["target"])
+    return {"platform": target.platform, "device_kind": target.device_kind, "device_count": len(target.devices),
+            "hosts": target.hosts, "chip": dataclasses.asdict(target.chip), "libtpu": compiler_version()}  # fmt: skip
   import jax
 
   devices = jax.devices()
@@ -361,6 +371,22 @@ def program_cost(compiled, field: str = "flops") -> float | None:
   return sum(values) if values else None
 
 
+def program_costs(compiled) -> dict[str, float] | None:
+  """XLA's cost analysis of one program (per device under SPMD): ``flops``, ``bytes accessed``,
+  ``transcendentals``, on TPU ``optimal_seconds``, …; ``None`` if the backend has none."""
+  try:
+    analysis = compiled.cost_analysis()
+  except NotImplementedError:
+    return None
+  entries = analysis if isinstance(analysis, list | tuple) else [analysis]
+  merged: dict[str, float] = {}
+  for entry in entries:
+    for key, value in (entry or {}).items():
+      if isinstance(value, int | float) and "{" not in key:  # not the per-operand breakdown ("bytes accessed0{}")
+        merged[key] = merged.get(key, 0.0) + float(value)
+  return merged
+
+
 MEMORY_FIELDS = {  # our name -> CompiledMemoryStats attribute
   "temp": "temp_size_in_bytes",
   "argument": "argument_size_in_bytes",
@@ -410,14 +436,13 @@ def abstract_weights() -> None:
   """
   import jax
 
-  from torchax_vae.runtime import weights as weights_lib
   from torchax_vae.core import mesh as mesh_lib
-  from torchax_vae.core.driver import DTYPES
+  from torchax_vae.runtime import weights as weights_lib
 
-  def place(weights, dtype, mesh=None):
-    sharding = mesh_lib.replicated(mesh)
-    target = DTYPES[dtype]
-    return {k: jax.ShapeDtypeStruct(weights_lib.kernel_layout(v).shape, target, sharding=sharding) for k, v in weights.items()}
+  real_place = weights_lib.place_weights
+
+  def place(weights, dtype, mesh=None, *, abstract=False):  # always as shapes (its own abstract=True)
+    return real_place(weights, dtype, mesh, abstract=True)
 
   real_put = mesh_lib.put
 
@@ -444,11 +469,14 @@ def run_jax(args: dict) -> dict:
   start = time.perf_counter()
   from torchax_vae.core.errors import UnsupportedModelError
 
-  if args["phase"] == "compile_only" and args["path"] in ("torchax", "generic"):
+  target = args.get("target")  # a TPU topology: the load takes the weights as shapes itself
+  if args["phase"] == "compile_only" and args["path"] in ("torchax", "generic") and not target:
     abstract_weights()
   try:
-    generic = {"generic": True} if args["path"] == "generic" else {}
-    runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir), **generic)
+    options = {"generic": True} if args["path"] == "generic" else {}
+    if target:
+      options["target"] = target
+    runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir), **options)
   except (NotImplementedError, UnsupportedModelError) as err:
     # A path that has no port of this model (yet): reported as not available, not as a failure.
     raise PathUnavailable(f"{args['path']} path unavailable: {err}") from err
@@ -486,7 +514,12 @@ def run_jax(args: dict) -> dict:
     sources = runner.programs.sources
     deserialized = sources["deserialized"] > 0 and sources["compiled"] == 0 and sources["jax_cache"] == 0
   else:
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     breakdown, compiled = compile_decode_programs(runner, z)
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds the process spent obtaining them (every thread): the compiler's work, which two
+    # compiles sharing a host's cores do not inflate as they do each other's wall time.
+    compile_cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     used = [name for name, times in breakdown.items() if times is not None]
     start_s["trace_lower"] = sum(breakdown[name]["trace_lower"] for name in used)
     start_s["cache_fetch"] = sum(breakdown[name]["compile"] for name in used)
@@ -513,7 +546,7 @@ def run_jax(args: dict) -> dict:
   runs = {"whole": 1} if runner.generic else program_runs(runner.adapter, z.shape[2], tiles, temporal=runner.temporal_tiles("decode", z.shape[2]))
   flops = [program_cost(compiled[name], "flops") for name in used]
   moved = [program_cost(compiled[name], "bytes accessed") for name in used]
-  devices = list(runner.mesh.devices.flat) if runner.mesh is not None else [jax.devices()[0]]
+  devices = runner.devices
   result = {
     "device_count": jax.device_count(),
     "programs": runs,
@@ -535,6 +568,23 @@ def run_jax(args: dict) -> dict:
     # the 3D convolution form the programs use
     "conv3d": runner.conv3d_form if runner.generic else runner.steps.fingerprint.get("conv3d"),
   }
+  if args["phase"] == "compile_only":
+    from compare.collectives import count_collectives
+
+    # Per program: the collectives in its optimised HLO and XLA's whole cost analysis (a TPU
+    # target's includes the compiler's own optimal_seconds estimate: compare.estimate decodes it).
+    texts = {name: compiled[name].as_text() for name in used}
+    result["collectives"] = {name: count_collectives(text) for name, text in texts.items()}
+    # The custom calls per program: on TPU, the ops the compiler's estimate has no figure for are
+    # among them (compare.estimate).
+    result["custom_calls"] = {name: dict(Counter(re.findall(r'custom_call_target="([^"]+)"', text))) for name, text in texts.items()}
+    if args.get("hlo_dir"):  # the optimised programs, for reading where a step's bytes go
+      hlo_dir = Path(args["hlo_dir"])
+      hlo_dir.mkdir(parents=True, exist_ok=True)
+      for name, text in texts.items():
+        (hlo_dir / f"{args['hlo_name']}-{name.replace(' ', '_')}.hlo.txt").write_text(text)
+    result["cost"] = {name: program_costs(compiled[name]) for name in used}
+    result["compile_cpu_s"] = compile_cpu_s
   result["deserialized"] = deserialized
   if args["phase"] == "warm":
     result.update(steady_latency(runner, z, args["repeats"], args.get("reference")))

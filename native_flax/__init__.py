@@ -19,6 +19,7 @@ if TYPE_CHECKING:
   from jax.sharding import Mesh
 
   from torchax_vae.core.driver import Runner
+  from torchax_vae.core.target import Target
 
 __all__ = ["load"]
 
@@ -31,6 +32,7 @@ def load(
   mesh: Mesh | str | None = None,
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
+  target: Target | str | None = None,
 ) -> Runner:
   """Loads a CogVideoX or Wan VAE (hub id or local dir) into its NNX port; returns the driver's runner.
 
@@ -43,14 +45,18 @@ def load(
     cache_dir: JAX persistent compilation cache dir (default ``$TORCHAX_VAE_CACHE_DIR`` or
       ``~/.cache/torchax_vae/xla``; ``False`` leaves JAX's cache settings alone).
     revision: hub revision (branch, tag or commit).
+    target: compile for a TPU topology instead of this host's devices, e.g. ``"v6e:2x4"`` (needs the
+      TPU compiler set-up installs; no TPU): ``mesh`` is then over its chips (one chip without
+      one), the weights are only shapes, ``runner.precompile(latent_shapes)`` compiles with the TPU
+      compiler and reports each program (memory per chip, cost); ``decode`` refuses. See docs/tpu.md.
 
   ``runner.decode(z)`` / ``runner.encode(x, key=None)`` take and return diffusers' layout
   ``(B, C, T, H, W)``; ``runner.model`` is the NNX model.
   """
   from torchax_vae.core.loading import load_runner, open_checkpoint
 
-  source, mesh = open_checkpoint(
-    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh
+  source, mesh, target = open_checkpoint(
+    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh, target=target
   )
   return load_runner(
     "native_flax",
@@ -59,13 +65,16 @@ def load(
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,
+    target=target,
   )
 
 
-def _build_native_backend(checkpoint, dtype, mesh, *, executable_dir=None):
+def _build_native_backend(checkpoint, dtype, mesh, *, executable_dir=None, target=None):
   from . import backend, convert
 
-  del mesh, executable_dir  # the runner replicates the weights over the mesh; the port keeps nothing in the store
+  # The runner replicates the weights over the mesh (for a target: takes them as shapes); the port
+  # keeps nothing in the store.
+  del mesh, executable_dir, target
   model = convert.load_model(checkpoint.weights, checkpoint.config, dtype=dtype, source=str(checkpoint.directory))
   params, steps = backend.make_steps(model)
   return steps, params, {"model": model}

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
   from jax.sharding import Mesh
 
   from .core.driver import Runner
+  from .core.target import Target
   from .runtime.generic import GenericRunner
 
 __all__ = ["decode_latents", "load"]
@@ -49,6 +50,7 @@ def load(
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
   generic: bool = False,
+  target: Target | str | None = None,
 ) -> Runner | GenericRunner:
   """Loads a diffusers autoencoder (hub id or local dir); returns a runner with ``decode``/``encode``.
 
@@ -66,6 +68,10 @@ def load(
       programs are also stored there as serialized executables (``executables/``), so a later
       process starts without tracing; a stored program that does not fit is recompiled.
     revision: hub revision (branch, tag or commit).
+    target: compile for a TPU topology instead of this host's devices, e.g. ``"v6e:2x4"`` (needs the
+      TPU compiler set-up installs; no TPU): ``mesh`` is then over its chips (one chip without
+      one), the weights are only shapes, ``runner.precompile(latent_shapes)`` compiles with the TPU
+      compiler and reports each program (memory per chip, cost); ``decode`` refuses. See docs/tpu.md.
     generic: run the class through the generic path even where it has an adapter (diffusers' own
       ``decode``/``encode`` traced whole, one program per input signature): for comparing the two
       (``compare.bench --paths generic``); exact either way.
@@ -73,14 +79,14 @@ def load(
   from .core.compile_cache import enable_compilation_cache
   from .core.loading import load_runner, open_checkpoint
 
-  source, mesh = open_checkpoint(
-    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh
+  source, mesh, target = open_checkpoint(
+    pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh, target=target
   )
   if generic or not source.has_adapter:
     # No adapter: the unmodified module's own decode/encode, one program per call signature.
     from .runtime.generic import load_generic
 
-    return load_generic(source, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir))
+    return load_generic(source, dtype=dtype, mesh=mesh, cache_dir=enable_compilation_cache(cache_dir), target=target)
   # An adapter's steps import torch, torchax and diffusers only when a program must be traced: a
   # warm start from stored executables imports none of them (torchax_vae.runtime.adapters).
   from .core.models import ADAPTERS
@@ -93,5 +99,6 @@ def load(
     dtype=dtype,
     mesh=mesh,
     cache_dir=cache_dir,
+    target=target,
     runner_class=adapters.TorchaxRunner,
   )

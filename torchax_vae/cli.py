@@ -143,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     help="a latent shape, in the VAE's layout (B, C, T, H, W); repeat for several, e.g. --latent 1,16,13,60,90",
   )
   precompile.add_argument("--encode", action="store_true", help="also the encode of the video those latents decode to")
+  precompile.add_argument(
+    "--target",
+    default=None,
+    metavar="TOPOLOGY",
+    help="compile for a TPU topology (e.g. v6e:2x4) with the TPU compiler on this host, no TPU needed; --mesh "
+    "over its chips (one chip without). The programs are stored keyed for that target, for a TPU host "
+    "(docs/tpu.md says what loading them there needs); nothing is run",
+  )
   precompile.set_defaults(run=run_precompile)
   return parser
 
@@ -195,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
   from .core.checkpoint import CheckpointError
   from .core.errors import InputError
   from .core.mesh import MeshError
+  from .core.target import TargetError
   from .jobs import JobInputError
   from .pipeline import LatentsError, OutputPathError
 
   try:
     return args.run(args)
-  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError, JobInputError) as err:
+  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError, JobInputError, TargetError) as err:
     print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -237,6 +246,7 @@ def _load(args: argparse.Namespace, mesh=None):
     mesh=args.mesh if mesh is None else mesh,
     cache_dir=_cache_dir(args),
     revision=args.revision,
+    **({"target": args.target} if getattr(args, "target", None) else {}),
   )
   if args.tiled:
     runner.enable_tiling()
@@ -540,7 +550,8 @@ def run_precompile(args: argparse.Namespace) -> int:
   print(
     f"precompiled {sum(sources.values())} programs ({', '.join(f'{k} {v}' for k, v in sources.items())}) in "
     f"{time.perf_counter() - loaded:.2f} s (load {loaded - start:.2f} s; {args.path}, {args.dtype}, "
-    f"{describe(runner.mesh)}{', tiled' if args.tiled else ''}) -> {store.directory.parent}"
+    f"{describe(runner.mesh)}{', tiled' if args.tiled else ''}"
+    f"{f', for {runner.target.name} ({runner.target.device_kind})' if runner.target else ''}) -> {store.directory.parent}"
   )
   if store.refused:  # warned: another user could write there, so nothing was stored or read
     print(f"python -m torchax_vae precompile: error: nothing was stored in {store.directory} (see the warning)", file=sys.stderr)

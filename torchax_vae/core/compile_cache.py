@@ -8,9 +8,11 @@ gives a warning, and decoding goes on uncached.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -62,6 +64,21 @@ def enable_compilation_cache(cache_dir: str | os.PathLike | bool | None = None) 
   if current and current != str(directory):
     _reset_jax_cache()
   return directory
+
+
+@contextlib.contextmanager
+def bypassed() -> Iterator[None]:
+  """Compiles inside neither read nor write JAX's persistent cache. For a compile-only target
+  (core.target): its client cannot load a cached executable, so an entry written would only be
+  refused on the next run, with a warning, and compiled again."""
+  enabled = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  _reset_jax_cache()  # JAX decides once per process whether the cache is used: ask it again
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", enabled)
+    _reset_jax_cache()
 
 
 def executable_dir(cache_dir: Path | None) -> Path | None:

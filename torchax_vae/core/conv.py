@@ -20,7 +20,7 @@ TPU/GPU kernels have no such cliff that anyone measured, so there the convolutio
 Both are facts about XLA:CPU, so both are per-platform choices (:func:`conv3d_form`,
 :func:`pad_valid_convolutions`): on TPU and GPU, where XLA has its own fast 3D convolutions (cuDNN,
 the TPU's convolution units), a 3D convolution is one ``conv_general_dilated`` and an unpadded one is
-left as asked (on GPU measured: :data:`DEFAULT_FORMS`; TPU not yet). ``TORCHAX_VAE_CONV=taps|3d``
+left as asked (on GPU measured, on TPU by the TPU compiler's counts: :data:`DEFAULT_FORMS`). ``TORCHAX_VAE_CONV=taps|3d``
 overrides the 3D form on any platform (for measuring); both forms are exact.
 
 ``native_flax`` calls :func:`conv_channels_last` from its ``Conv3d``/``Conv2d``; ``torchax_vae`` from
@@ -38,6 +38,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from . import target as target_lib
+
 Array = jax.Array
 
 ENV_VAR = "TORCHAX_VAE_CONV"
@@ -46,8 +48,11 @@ FORMS = ("taps", "3d")
 # (2026-12-04, jax 0.11.2 + CUDA 13, CogVideoX-2b config 49x480x720 bf16, README "A GPU run"): decode
 # 1.248 s in 3d vs 1.223 s in taps (2%, as far apart as the two paths' decodes of the same programs:
 # 1.248 vs 1.278 s), but XLA compiles the taps programs in 2.1x the time (71.6 vs 33.8 s), and the
-# memory is the same (temp 11.4 vs 11.5 GB): one 3D convolution. TPU: the 3D form, not yet measured.
-DEFAULT_FORMS = {"cpu": "taps", "gpu": "3d"}
+# memory is the same (temp 11.4 vs 11.5 GB): one 3D convolution. TPU: decided by the TPU compiler on
+# this CPU host (2026-12-07, libtpu 0.0.42.1, v6e, Wan 2.1 config bf16, torchax, latent 1,16,2,32,20 on
+# one chip, docs/tpu.md): the steady step moves 15.3 GB in 3d against 30.0 GB in taps, for the same
+# 1.52 TFLOP; scratch 223 vs 476 MB; the compiler's estimate 9.8 vs 18.4 ms; compile 397 vs 838 s.
+DEFAULT_FORMS = {"cpu": "taps", "gpu": "3d", "tpu": "3d"}
 
 
 _active_form: contextvars.ContextVar[str | None] = contextvars.ContextVar("conv3d_form", default=None)
@@ -56,8 +61,9 @@ _active_form: contextvars.ContextVar[str | None] = contextvars.ContextVar("conv3
 def conv3d_form(platform: str | None = None) -> str:
   """``"taps"`` (per-time-tap 2D convolutions summed) or ``"3d"`` (one 3D convolution).
 
-  Inside :func:`using_form`, that form; else ``$TORCHAX_VAE_CONV`` if set, else the platform's default
-  (``taps`` on CPU, ``3d`` elsewhere). The backends read it once when a model is loaded, trace their
+  Inside :func:`using_form`, that form; else ``$TORCHAX_VAE_CONV`` if set, else the default of the
+  platform the program is built for (``taps`` on CPU, ``3d`` elsewhere; a TPU target on a CPU host
+  gets the TPU's). The backends read it once when a model is loaded, trace their
   steps under :func:`using_form` with it, and put it in their stored executables' key.
   """
   active = _active_form.get()
@@ -68,7 +74,7 @@ def conv3d_form(platform: str | None = None) -> str:
     if form not in FORMS:
       raise ValueError(f"${ENV_VAR}={os.environ[ENV_VAR]!r}: expected one of {', '.join(FORMS)} (or unset: per platform)")
     return form
-  return DEFAULT_FORMS.get(platform or jax.default_backend(), "3d")
+  return DEFAULT_FORMS.get(platform or target_lib.current_platform(), "3d")
 
 
 @contextlib.contextmanager
@@ -85,8 +91,9 @@ def using_form(form: str) -> Iterator[None]:
 
 def pad_valid_convolutions() -> bool:
   """Whether :func:`conv2d` computes an unpadded stride-1 convolution padded, then cuts the border:
-  on XLA:CPU, where that is 4-14x faster (module docstring); not on TPU/GPU."""
-  return jax.default_backend() == "cpu"
+  on XLA:CPU, where that is 4-14x faster (module docstring); not on TPU/GPU. The platform is the one
+  the program is built for (:func:`torchax_vae.core.target.current_platform`), not the host's."""
+  return target_lib.current_platform() == "cpu"
 
 
 def conv2d(

@@ -42,13 +42,24 @@ from jax.sharding import Mesh
 from . import executables, kinds
 from . import mesh as mesh_lib
 from . import progress as progress_lib
+from . import target as target_lib
 from .progress import ProgressArg
 from .models import DECODE, ENCODE, FIRST, STEADY, FrameStep, TilingSettings, VideoVAE
+from .target import Target
 from .tiling import TemporalTiles, TileGrid
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 StepFn = Callable[[Any, jax.Array, Any], tuple[jax.Array, Any]]
+
+
+def _eager_slice(x: jax.Array, start: int, end: int, *, axis: int) -> jax.Array:
+  return jax.lax.slice_in_dim(x, start, end, axis=axis)
+
+
+# The walk's slices as one jitted function: lowered on shapes, its output sharding is the one the
+# eager slice of a placed array gets (eager dispatch compiles the same primitive the same way).
+_SLICE = jax.jit(jax.lax.slice_in_dim, static_argnames=("start_index", "limit_index", "stride", "axis"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +130,9 @@ class Runner:
     name: the path's name, for messages.
     executable_dir: where compiled step programs are stored as serialized executables and found
       again by later processes (warm start without tracing); ``None``: memory only.
+    target: a compile-only TPU topology (:class:`~torchax_vae.core.target.Target`): the mesh is over
+      its chips (one chip without a mesh), ``params`` are taken as shapes, and :meth:`precompile`
+      compiles with the TPU compiler; nothing can run (``decode``/``encode`` refuse).
   """
 
   generic = False
@@ -133,17 +147,23 @@ class Runner:
     dtype: str = "float32",
     name: str = "vae",
     executable_dir: str | os.PathLike | None = None,
+    target: Target | None = None,
   ):
     if dtype not in DTYPES:
       raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
     self.steps = steps
     self.adapter = adapter
     self.config = adapter.config  # the model's frozen config (diffusers' config.json)
-    self.mesh = mesh_lib.make_mesh(mesh)
+    self.target = target
+    self.mesh = mesh_lib.make_mesh(mesh, devices=None if target is None else list(target.devices))
+    # The devices the programs are built for (mesh order): the mesh's, else one device.
+    self.devices = list(self.mesh.devices.flat) if self.mesh is not None else [target.devices[0] if target else jax.devices()[0]]
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
     self.name = name
-    if self.mesh is not None:  # mesh_lib.put: also under multi-controller JAX (a mesh over several processes)
+    if target is not None:  # nothing can be placed on a compile-only chip: the weights are shapes
+      params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._placement(None)), params)
+    elif self.mesh is not None:  # mesh_lib.put: also under multi-controller JAX (a mesh over several processes)
       params = jax.tree.map(functools.partial(mesh_lib.put, sharding=mesh_lib.replicated(self.mesh)), params)
     self.params = params
     self._activation = mesh_lib.activation_sharding(self.mesh, steps.layout)
@@ -155,7 +175,8 @@ class Runner:
            mesh=mesh_lib.describe(self.mesh),
            driver=executables.source_digest(sys.modules[__name__], kinds, mesh_lib, *_adapter_modules(adapter))),
       executables.ExecutableStore(executable_dir),
-      devices=list(self.mesh.devices.flat) if self.mesh is not None else [jax.devices()[0]],
+      devices=self.devices,
+      target=target,
     )
     self.tiling: TilingSettings | None = None  # enable_tiling's settings while tiling is on
     self._tiling_values: TilingSettings | None = None  # the last ones set, kept while off (as diffusers keeps them)
@@ -290,22 +311,21 @@ class Runner:
 
   def _precompile(self, kind: str, shape: tuple[int, ...]) -> list[Precompiled]:
     """The programs of a ``kind`` walk over an input of ``shape`` (the caller's), obtained with the
-    arguments that walk gives them: the input prepared and sliced (to the frame tile, the spatial tile
-    and the step) as the walk does it (from zeros of only the frames the first two steps take), the
-    cache as the first program leaves it. Temporal tiles: each distinct tile length's programs."""
+    arguments that walk gives them, from shapes alone (no array is made: a compile-only target has
+    no memory): the input as :meth:`_prepare` places it and sliced (to the frame tile, the spatial
+    tile and the step) as the walk slices it (:meth:`_abstract_slice`), over only the frames the
+    first two steps take; the cache as the first program leaves it. Temporal tiles: each distinct
+    tile length's programs."""
     start = time.perf_counter()
     temporal = self.temporal_tiles(kind, shape[2])
     lengths = [shape[2]] if temporal is None else temporal.lengths()
-    condition = self._condition_example(shape[0]) if kind == DECODE else ()
+    condition = self._abstract_condition(shape[0]) if kind == DECODE else ()
     grid = self.tile_grid(kind, *shape[3:])  # decided on the caller's sizes, as decode/encode do
     records = []
     for length in lengths:
       plan = self.plan(kind, length)
       frames = plan[min(1, len(plan) - 1)].end
-      x = jnp.zeros((*shape[:2], frames, *shape[3:]), self.compute_dtype)
-      if kind == ENCODE:
-        x = self.adapter.before_encode(x)
-      x = self._prepare(x)
+      x = self._abstract_input(kind, (*shape[:2], frames, *shape[3:]))
       prefix = "" if temporal is None else f" t{length}"
       walks = {prefix: x}
       if grid is not None:
@@ -313,20 +333,46 @@ class Runner:
         for rows, cols in (tile for row in grid.tiles(x.shape[h_axis], x.shape[w_axis]) for tile in row):
           suffix = f"{prefix} {rows.stop - rows.start}x{cols.stop - cols.start}"
           if suffix not in walks:  # the first tile of each shape: its programs serve the others
-            walks[suffix] = self._tile(x, rows, cols)
+            walks[suffix] = self._tile(x, rows, cols, slicer=self._abstract_slice)
         del walks[prefix]
       for suffix, walk_in in walks.items():
-        first_in = self._slice_time(walk_in, plan[0].start, plan[0].end)
+        first_in = self._slice_time(walk_in, plan[0].start, plan[0].end, slicer=self._abstract_slice)
         records.append(self._obtain(kind, FIRST + suffix, (self.params, first_in, *condition), time.perf_counter() - start))
         if len(plan) > 1:
           start = time.perf_counter()
           cache = self.steady_cache_spec(records[-1].executable)
-          steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end)
+          steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end, slicer=self._abstract_slice)
           records.append(
             self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache, *condition), time.perf_counter() - start)
           )
         start = time.perf_counter()
     return records
+
+  def _abstract_input(self, kind: str, shape: tuple[int, ...]) -> jax.ShapeDtypeStruct:
+    """What ``_prepare`` makes of a ``kind`` walk's input of ``shape`` (the caller's layout;
+    ``before_encode`` first for an encode): its shape, dtype and placement, without an array."""
+    before = self.adapter.before_encode if kind == ENCODE else (lambda x: x)
+    laid_out = jax.eval_shape(lambda x: self._laid_out(before(x)), jax.ShapeDtypeStruct(shape, self.compute_dtype))
+    return jax.ShapeDtypeStruct(laid_out.shape, laid_out.dtype, sharding=self._placement(laid_out.shape))
+
+  def _abstract_slice(self, x: jax.ShapeDtypeStruct, start: int, end: int, axis: int) -> jax.ShapeDtypeStruct:
+    """``jax.lax.slice_in_dim`` of an abstract ``x`` with the sharding the walk's eager slice of a
+    placed array gets. Under a mesh that is GSPMD's choice (a width the mesh no longer divides loses
+    its split), so the slice alone is compiled (milliseconds) and its output read, exactly as eager
+    dispatch compiles it; one device keeps its device."""
+    if self.mesh is None:
+      out = jax.eval_shape(lambda a: jax.lax.slice_in_dim(a, start, end, axis=axis), x)
+      return jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=x.sharding)
+    with target_lib.compiling_for(self.programs.platform):
+      out = _SLICE.lower(x, start_index=start, limit_index=end, axis=axis).compile().out_info
+    return jax.ShapeDtypeStruct(out.shape, out.dtype, sharding=out.sharding)
+
+  def _abstract_condition(self, batch: int) -> tuple:
+    """What a decode of ``batch`` samples passes the programs besides the latents (:meth:`_decode_condition`
+    of the adapter's example), as shapes."""
+    values = self.adapter.decode_condition(self.adapter.decode_condition_example(batch), batch)
+    laid_out = [jax.eval_shape(self._laid_out_condition, jax.ShapeDtypeStruct(np.shape(v), np.result_type(v))) for v in values]
+    return tuple(jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=self._placement(None)) for v in laid_out)
 
   def _obtain(self, kind: str, name: str, args: tuple, prepare_s: float) -> Precompiled:
     """One program through :class:`executables.Programs` (memory, store, compile), timed and sourced."""
@@ -344,8 +390,8 @@ class Runner:
   def _time_axis(self) -> int:
     return 2 if self.steps.layout == "BCTHW" else 1
 
-  def _slice_time(self, x: jax.Array, start: int, end: int) -> jax.Array:
-    return jax.lax.slice_in_dim(x, start, end, axis=self._time_axis())
+  def _slice_time(self, x: jax.Array, start: int, end: int, *, slicer: Callable = _eager_slice) -> jax.Array:
+    return slicer(x, start, end, axis=self._time_axis())
 
   # --- the frame-step walk ---------------------------------------------------------------------
 
@@ -469,14 +515,29 @@ class Runner:
 
   def _prepare(self, array: jax.Array) -> jax.Array:
     """Cast, backend layout, batch padded to the mesh (:meth:`_batch_padding`), placed on the mesh."""
+    array = self._laid_out(array)
+    if self.mesh is not None:
+      array = mesh_lib.put(array, self._placement(array.shape))
+    return array
+
+  def _laid_out(self, array: jax.Array) -> jax.Array:
+    """Cast, backend layout, batch padded to the mesh (:meth:`_batch_padding`): ``_prepare`` before placing."""
     array = self._to_backend_layout(array.astype(self.compute_dtype))
     padding = self._batch_padding(array.shape[0])
     if padding:
       array = jnp.pad(array, [(0, padding)] + [(0, 0)] * (array.ndim - 1))
-    if self.mesh is not None:
-      sharding = self._activation if kinds.divides(array.shape, self._activation) else mesh_lib.replicated(self.mesh)
-      array = mesh_lib.put(array, sharding)
     return array
+
+  def _placement(self, shape: tuple[int, ...] | None) -> Any:
+    """Where :meth:`_prepare` puts an input of ``shape`` (laid out): split as the activations when the
+    mesh divides it, else replicated; ``None`` shape: replicated (weights, decode conditions). One
+    device: that device."""
+    if self.mesh is None:
+      return jax.sharding.SingleDeviceSharding(self.devices[0])
+    if shape is not None and kinds.divides(shape, self._activation):
+      return self._activation
+    return mesh_lib.replicated(self.mesh)
+
 
   # --- tiles ----------------------------------------------------------------------------------
 
@@ -496,11 +557,11 @@ class Runner:
   def _spatial_axes(self) -> tuple[int, int]:
     return (3, 4) if self.steps.layout == "BCTHW" else (2, 3)
 
-  def _tile(self, x: jax.Array, rows: slice, cols: slice) -> jax.Array:
-    """The part of ``x`` (backend layout) a tile covers."""
+  def _tile(self, x: jax.Array, rows: slice, cols: slice, *, slicer: Callable = _eager_slice) -> jax.Array:
+    """The part of ``x`` (backend layout) a tile covers; ``slicer``: :meth:`_abstract_slice` for shapes."""
     h_axis, w_axis = self._spatial_axes()
-    x = jax.lax.slice_in_dim(x, rows.start, rows.stop, axis=h_axis)
-    return jax.lax.slice_in_dim(x, cols.start, cols.stop, axis=w_axis)
+    x = slicer(x, rows.start, rows.stop, axis=h_axis)
+    return slicer(x, cols.start, cols.stop, axis=w_axis)
 
   def tile_grid(self, kind: str, height: int, width: int) -> TileGrid | None:
     """The tiles a ``kind`` walk over an input of ``(height, width)`` (the caller's sizes) takes, or
@@ -546,6 +607,7 @@ class Runner:
     ``progress``: ``True`` shows a bar; a callable ``progress(done, total)`` is called after each frame
     step (of each tile) has run; off by default.
     """
+    target_lib.check_runnable(self.target, "precompile(latent_shapes)")
     progress = progress_lib.callback(progress)
     array, kind = kinds.to_jax(z, "z")
     kinds.validate_video(array, "z", channels=self.adapter.latent_channels, channel_name="latent channels")
@@ -560,18 +622,13 @@ class Runner:
   def _decode_condition(self, values: tuple) -> tuple:
     """The adapter's decode inputs besides the latents (``(B, …)`` each), as the programs take them:
     cast, batch padded like the latents (:meth:`_batch_padding`), replicated over the mesh."""
-    prepared = []
-    for value in values:
-      value = jnp.asarray(value).astype(self.compute_dtype)
-      padding = self._batch_padding(value.shape[0])
-      if padding:
-        value = jnp.pad(value, [(0, padding)] + [(0, 0)] * (value.ndim - 1))
-      prepared.append(value if self.mesh is None else mesh_lib.put(value, mesh_lib.replicated(self.mesh)))
-    return tuple(prepared)
+    prepared = [self._laid_out_condition(jnp.asarray(value)) for value in values]
+    return tuple(value if self.mesh is None else mesh_lib.put(value, mesh_lib.replicated(self.mesh)) for value in prepared)
 
-  def _condition_example(self, batch: int) -> tuple:
-    """Decode inputs besides the latents of the kind a decode of ``batch`` samples gets (for precompiling)."""
-    return self._decode_condition(self.adapter.decode_condition(self.adapter.decode_condition_example(batch), batch))
+  def _laid_out_condition(self, value: jax.Array) -> jax.Array:
+    value = value.astype(self.compute_dtype)
+    padding = self._batch_padding(value.shape[0])
+    return jnp.pad(value, [(0, padding)] + [(0, 0)] * (value.ndim - 1)) if padding else value
 
   def encode(self, x: Any, key: jax.Array | None = None, *, check_finite: bool = True) -> Any:
     """Video ``(B, 3, F, H, W)`` in [-1, 1] -> latents ``(B, C, T, H / s, W / s)``.
@@ -590,6 +647,7 @@ class Runner:
     return kinds.from_jax(moments, kind)
 
   def _encode_moments(self, x: Any, check_finite: bool) -> tuple[jax.Array, str]:
+    target_lib.check_runnable(self.target, "precompile(latent_shapes)")
     array, kind = kinds.to_jax(x, "x")
     kinds.validate_video(array, "x", channels=self.adapter.sample_channels, channel_name="image channels")
     self.adapter.check_sample(array, "x")

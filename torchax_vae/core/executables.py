@@ -36,6 +36,9 @@ from typing import Any
 import jax
 import jaxlib
 
+from . import compile_cache
+from . import target as target_lib
+
 # 2: entries are only written from fresh compiles (format 1 could hold re-serialized cache hits).
 FORMAT_VERSION = 2
 
@@ -267,16 +270,20 @@ class Programs:
   docstring) or ``deserialized`` (from the store).
   """
 
-  def __init__(self, fingerprint: dict[str, Any], store: ExecutableStore, devices: list):
+  def __init__(self, fingerprint: dict[str, Any], store: ExecutableStore, devices: list, target: Any = None):
+    # What the programs are compiled for: the host's devices, or a compile-only TPU topology
+    # (core.target), whose programs are keyed as its own (a TPU host of that topology has the same).
+    self.platform = target.platform if target is not None else target_lib.device_platform(devices[0])
+    self.target = target
     self.fingerprint = json.dumps(
       dict(
         fingerprint,
         jax=jax.__version__,
         jaxlib=jaxlib.__version__,
-        platform=jax.default_backend(),
-        device_kind=jax.devices()[0].device_kind,
-        device_count=jax.device_count(),
-        process_count=jax.process_count(),
+        platform=self.platform,
+        device_kind=devices[0].device_kind,
+        device_count=len(target.devices) if target is not None else jax.device_count(),
+        process_count=target.hosts if target is not None else jax.process_count(),
         devices=[d.id for d in devices],
       ),
       sort_keys=True,
@@ -302,17 +309,21 @@ class Programs:
   def _obtain(self, label: str, jitted, args: tuple, sig: tuple) -> Callable:
     key = self.key(label, sig)
     start = time.perf_counter()
-    compiled = self.store.load(key, jax.tree.structure((args, {})), sig, self.devices)
+    # A compile-only target's client cannot load an executable (JAX refuses "DeserializeLoadedExecutable"):
+    # its programs are stored for a host of that topology, never read back here.
+    compiled = None if self.target is not None else self.store.load(key, jax.tree.structure((args, {})), sig, self.devices)
     if compiled is not None:
       self.timings["deserialize"] += time.perf_counter() - start
       self.sources["deserialized"] += 1
       return compiled
     start = time.perf_counter()
-    lowered = jitted.lower(*args)
+    with target_lib.compiling_for(self.platform):  # per-platform choices made while tracing follow the devices
+      lowered = jitted.lower(*args)
     self.timings["trace_lower"] += time.perf_counter() - start
     start = time.perf_counter()
     hits_before = persistent_cache_hits()
-    compiled = lowered.compile()
+    with compile_cache.bypassed() if self.target is not None else contextlib.nullcontext():
+      compiled = lowered.compile()
     self.timings["compile"] += time.perf_counter() - start
     if persistent_cache_hits() > hits_before:
       self.sources["jax_cache"] += 1

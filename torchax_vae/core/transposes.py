@@ -44,7 +44,9 @@ ENV_VAR = "TORCHAX_VAE_SINK_TRANSPOSES"
 def enabled() -> bool:
   """Whether torchax_vae's step programs are traced through :func:`sink_transposes`: yes on every
   platform (it only moves transposes; XLA still picks layouts), unless ``$TORCHAX_VAE_SINK_TRANSPOSES=0``
-  (for measuring the program as torchax traces it)."""
+  (for measuring the program as torchax traces it). On TPU too, by the TPU compiler's counts
+  (docs/tpu.md; Wan 2.1 bf16 steady step, one v6e chip, latent 32x20): 15.3 GB moved with it, 16.4 GB
+  without, scratch 223 vs 274 MB, estimate 9.8 vs 10.5 ms."""
   value = os.environ.get(ENV_VAR, "1").strip().lower()
   if value not in ("0", "1", "false", "true", "off", "on", ""):
     raise ValueError(f"${ENV_VAR}={os.environ[ENV_VAR]!r}: expected 1 (default) or 0")

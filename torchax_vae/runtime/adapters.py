@@ -92,7 +92,7 @@ def manifest_key(adapter_name: str, config, fp: dict[str, Any]) -> str:
   return "params-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def build(checkpoint, dtype: str, mesh, *, executable_dir=None) -> tuple[StepFunctions, dict[str, jax.Array], dict]:
+def build(checkpoint, dtype: str, mesh, *, executable_dir=None, target=None) -> tuple[StepFunctions, dict[str, jax.Array], dict]:
   """``(steps, params, extras)`` for :func:`torchax_vae.core.loading.load_runner`.
 
   The weights are checked against the module's parameter shapes: from the store's manifest when
@@ -112,7 +112,7 @@ def build(checkpoint, dtype: str, mesh, *, executable_dir=None) -> tuple[StepFun
   check_weights(checkpoint.weights, expected, str(checkpoint.directory))
   if manifest is None:  # checked first: a manifest is only ever written for weights that fit it
     store.save_manifest(key, {"adapter": adapter.name, "parameter_shapes": {k: list(v) for k, v in expected.items()}})
-  params = weights_lib.place_weights(checkpoint.weights, dtype, mesh)
+  params = weights_lib.place_weights(checkpoint.weights, dtype, mesh, abstract=target is not None)
   steps = StepFunctions(
     layout=LAYOUT,
     decode_step=torch_side.decode_step,

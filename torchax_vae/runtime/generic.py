@@ -49,11 +49,13 @@ from ..core import executables, kinds
 from ..core import mesh as mesh_lib
 from ..core import transposes as transposes_lib
 from ..core import progress as progress_lib
+from ..core import target as target_lib
 from ..core.checkpoint import ResolvedCheckpoint, check_weights, read_weights, weight_files
 from ..core.compile_cache import executable_dir
 from ..core.driver import DTYPES, Precompiled, obtain_recorded
 from ..core.errors import BridgeError, CheckpointError, InputError
 from ..core.progress import ProgressArg
+from ..core.target import Target
 from . import weights as weights_lib  # looked up at call time: compare.worker places them abstract
 from .contract import DECODE, ENCODE, LATENT, OUTPUT, PARAMETERS, SAMPLE, STD, spec_for
 from .fingerprint import diffusers_class_file, generic_fingerprint
@@ -169,8 +171,10 @@ class GenericRunner:
     name: str = "torchax",
     executable_dir: Path | None = None,
     input_dtype: str | None = None,
+    target: Target | None = None,
   ):
     self._side = side
+    self.target = target
     self.class_name = class_name
     self.raw_config = dict(raw_config)
     self.config = FrozenConfig(manifest["config"])  # the module's config: diffusers' defaults filled in
@@ -181,6 +185,13 @@ class GenericRunner:
     # outside the class's _keep_in_fp32_modules (float32 when every parameter is kept in float32).
     self.input_dtype = DTYPES[input_dtype or dtype]
     self.name = name
+    self.devices = list(mesh.devices.flat) if mesh is not None else [target.devices[0] if target else jax.devices()[0]]
+    if target is not None:  # nothing can be placed on a compile-only chip: weights and buffers are shapes
+
+      def shape_of(a):
+        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._placement(None))
+
+      params, buffers = jax.tree.map(shape_of, params), jax.tree.map(shape_of, buffers)
     self.params = params
     self.buffers = buffers
     self.tiling: dict[str, Any] | None = None
@@ -198,7 +209,8 @@ class GenericRunner:
         "mesh": mesh_lib.describe(mesh),
       },
       executables.ExecutableStore(executable_dir),
-      devices=list(mesh.devices.flat) if mesh is not None else [jax.devices()[0]],
+      devices=self.devices,
+      target=target,
     )
     self._jitted: dict[_Label, Callable] = {}
     self.has_encode = manifest["has_encode"]
@@ -261,17 +273,33 @@ class GenericRunner:
         raise TypeError(f"{key}: expected a tensor or a plain value (int, float, bool, str), got {type(value).__name__}")
     return tensors, static
 
-  def _place(self, x: jax.Array) -> jax.Array:
-    x = x.astype(self.input_dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+  def _place(self, x: jax.Array | jax.ShapeDtypeStruct) -> jax.Array | jax.ShapeDtypeStruct:
+    """An input cast to the model's input dtype and placed on the mesh; a shape (precompile) as the
+    same, abstractly."""
+    dtype = self.input_dtype if jnp.issubdtype(x.dtype, jnp.floating) else x.dtype
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return jax.ShapeDtypeStruct(x.shape, dtype, sharding=self._placement(x.shape))
+    x = x.astype(dtype)
+    return x if self.mesh is None else mesh_lib.put(x, self._placement(x.shape))
+
+  def _placement(self, shape: tuple[int, ...] | None) -> Any:
+    """Where :meth:`_place` puts an input of ``shape``: split (batch on dp, width on tp) where the
+    mesh divides it, else replicated (``None``: replicated, the weights); one device: that device."""
     if self.mesh is None:
-      return x
-    sharding = NamedSharding(self.mesh, spec_for(self.mesh, x.ndim))
-    return mesh_lib.put(x, sharding if kinds.divides(x.shape, sharding) else mesh_lib.replicated(self.mesh))
+      return jax.sharding.SingleDeviceSharding(self.devices[0])
+    if shape is not None:
+      sharding = NamedSharding(self.mesh, spec_for(self.mesh, len(shape)))
+      if kinds.divides(shape, sharding):
+        return sharding
+    return mesh_lib.replicated(self.mesh)
+
 
   def _compiled(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any], obtain: Callable) -> tuple[Any, tuple]:
     """``(obtain(label, jitted, args), args)``: the program of this call, from memory, the store or a
     compile; an input the class cannot take, found while tracing, is an :class:`InputError`."""
     tensors, static = self._split_kwargs(kwargs)
+    if isinstance(x, jax.ShapeDtypeStruct):  # precompile: tensor keywords as shapes too
+      tensors = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in tensors.items()}
     label = self._label(kind, static)
     args = (self.params, self.buffers, self._place(x), {k: self._place(v) for k, v in tensors.items()})
     try:
@@ -283,6 +311,7 @@ class GenericRunner:
       raise error from err
 
   def _run(self, kind: str, x: jax.Array, kwargs: Mapping[str, Any]) -> dict[str, jax.Array]:
+    target_lib.check_runnable(self.target, "precompile(input_shapes)")
     compiled, args = self._compiled(kind, x, kwargs, self.programs.get)
     return compiled(*args)
 
@@ -401,10 +430,11 @@ class GenericRunner:
     return records
 
   def _precompile(self, kind: str, spec: jax.ShapeDtypeStruct, kwargs: Mapping[str, Any]) -> tuple[Precompiled, Any]:
-    # Placed zeros, as a call places its input: the program's key holds the inputs' shardings, so a
-    # later decode of that shape finds exactly this program (abstract inputs would key another one).
+    # The input as a shape placed as a call places its input (:meth:`_place`): the program's key holds
+    # the inputs' shardings, so a later decode of that shape finds exactly this program; no array is
+    # made, so a compile-only target (core.target) can be compiled for.
     obtain = functools.partial(obtain_recorded, self.programs, kind=kind, name=WHOLE)
-    record, _ = self._compiled(kind, jnp.zeros(spec.shape, spec.dtype), kwargs, obtain)
+    record, _ = self._compiled(kind, spec, kwargs, obtain)
     executable = record.executable
     return record, jax.tree.unflatten(executable.out_tree, jax.tree.leaves(executable.out_info))
 
@@ -424,7 +454,9 @@ def _sample(mode: jax.Array, std: jax.Array, key: jax.Array) -> jax.Array:
 # --- load ------------------------------------------------------------------------------------
 
 
-def load_generic(source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None) -> GenericRunner:
+def load_generic(
+  source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, cache_dir: Path | None, target: Target | None = None
+) -> GenericRunner:
   """A :class:`GenericRunner` of a resolved checkpoint (its ``config.json`` read once, by ``load``).
 
   The weights are checked against the module's state dict: from the store's manifest when one is
@@ -440,7 +472,8 @@ def load_generic(source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, c
   # The diffusers file that defines the class, found by reading, not importing; a class defined
   # elsewhere (or none: diffusers refuses it, naming what it exports) is asked of diffusers.
   model_file = diffusers_class_file(class_name) or Path(inspect.getfile(side.model_class()))
-  fp = generic_fingerprint(model_file)
+  with target_lib.compiling_for(None if target is None else target.platform):  # the target's per-platform choices
+    fp = generic_fingerprint(model_file)
   store = executables.ExecutableStore(executable_dir(cache_dir))
   key = manifest_key(class_name, raw, fp)
   manifest = store.load_manifest(key)
@@ -456,12 +489,13 @@ def load_generic(source: ResolvedCheckpoint, *, dtype: str, mesh: Mesh | None, c
   if fresh:  # checked first: a manifest is only ever written for weights that fit it
     store.save_manifest(key, {"class_name": class_name, **manifest})
   keep = tuple(manifest["keep_in_fp32"])
-  params = _place_params(keep, {k: v for k, v in weights.items() if k not in persistent}, dtype, mesh)
-  buffers = _place_buffers(keep, manifest["buffers"], {k: weights[k] for k in persistent}, dtype, mesh)
+  abstract = target is not None  # the runner takes them as shapes on the target's chips
+  params = _place_params(keep, {k: v for k, v in weights.items() if k not in persistent}, dtype, mesh, abstract)
+  buffers = _place_buffers(keep, manifest["buffers"], {k: weights[k] for k in persistent}, dtype, mesh, abstract)
   return GenericRunner(
     side, manifest, params, buffers, class_name=class_name, raw_config=raw, fingerprint=fp, mesh=mesh,
     dtype=dtype, executable_dir=executable_dir(cache_dir),
-    input_dtype=_model_dtype(manifest["parameter_order"], keep, params, dtype),
+    input_dtype=_model_dtype(manifest["parameter_order"], keep, params, dtype), target=target,
   )  # fmt: skip
 
 
@@ -486,11 +520,13 @@ def _kept_in_fp32(keep: tuple[str, ...], names, dtype: str) -> set[str]:
   return {k for k in names if dtype != "float32" and any(m in k.split(".") for m in keep)}
 
 
-def _place_params(keep: tuple[str, ...], weights: dict[str, np.ndarray], dtype: str, mesh) -> dict[str, jax.Array]:
-  """The parameters in ``dtype``, except those :func:`_kept_in_fp32`."""
+def _place_params(
+  keep: tuple[str, ...], weights: dict[str, np.ndarray], dtype: str, mesh, abstract: bool = False
+) -> dict[str, jax.Array]:
+  """The parameters in ``dtype``, except those :func:`_kept_in_fp32` (``abstract``: as shapes)."""
   fp32 = _kept_in_fp32(keep, weights, dtype)
-  params = weights_lib.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh)
-  params.update(weights_lib.place_weights({k: weights[k] for k in fp32}, "float32", mesh))
+  params = weights_lib.place_weights({k: v for k, v in weights.items() if k not in fp32}, dtype, mesh, abstract=abstract)
+  params.update(weights_lib.place_weights({k: weights[k] for k in fp32}, "float32", mesh, abstract=abstract))
   return params
 
 
@@ -501,7 +537,8 @@ def _decode_array(encoded: Mapping[str, Any]) -> np.ndarray:
 
 
 def _place_buffers(
-  keep: tuple[str, ...], made: Mapping[str, Any], persistent: dict[str, np.ndarray], dtype: str, mesh
+  keep: tuple[str, ...], made: Mapping[str, Any], persistent: dict[str, np.ndarray], dtype: str, mesh,
+  abstract: bool = False,
 ) -> dict[str, jax.Array]:
   """Buffers as JAX arrays, replicated: persistent ones from the checkpoint, the others (``made``:
   the manifest's) as ``__init__`` made them. Floating buffers take the model's dtype, as
@@ -513,7 +550,7 @@ def _place_buffers(
   for name, value in values.items():
     if np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16":
       value = np.asarray(value).astype(DTYPES["float32" if name in fp32 else dtype])
-    out[name] = mesh_lib.put(value, sharding)
+    out[name] = jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding) if abstract else mesh_lib.put(value, sharding)
   return out
 
 

@@ -11,8 +11,10 @@ import numpy as np
 from ..core import mesh as mesh_lib
 from ..core.driver import DTYPES
 
-def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict[str, jax.Array]:
+def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None, *, abstract: bool = False) -> dict[str, jax.Array]:
   """numpy (PyTorch layout) -> ``jax.Array`` in ``dtype``, replicated over the mesh if one is given.
+  ``abstract``: only their shapes and dtypes (``jax.ShapeDtypeStruct``), for compiling for a target
+  nothing can be placed on (core.target); no bytes are copied.
 
   Convolution kernels (every parameter of rank >= 4) are stored channels-last, ``(*kernel, I, O)``
   instead of PyTorch's ``(O, I, *kernel)``; the step functions hand PyTorch's layout to the torch
@@ -22,6 +24,8 @@ def place_weights(weights: dict[str, np.ndarray], dtype: str, mesh=None) -> dict
   """
   target = DTYPES[dtype]
   sharding = mesh_lib.replicated(mesh)
+  if abstract:
+    return {k: jax.ShapeDtypeStruct(kernel_layout(v).shape, target, sharding=sharding) for k, v in weights.items()}
 
   def place(item):
     # One pass over each tensor's bytes (a view into the file's one read): a kernel's
