@@ -590,8 +590,6 @@ def target_fields(plan: Plan, record: dict, result: dict) -> dict:
   from compare.estimate import decode_estimate
 
   chip = plan.chip
-  memory = record["program_memory_mb"] or {}
-  parts = [memory.get(k) for k in ("temp", "argument", "output")]
   # Each program needs its own arguments, outputs and scratch at once; the largest program's sum
   # is what a chip must hold (the alias part is in both argument and output: counted once).
   per_program = record["program_memory_per_program_mb"] or {}
@@ -601,7 +599,7 @@ def target_fields(plan: Plan, record: dict, result: dict) -> dict:
     "target": plan.target,
     "chip_memory_mb": peak_mb,
     "chip_memory_fraction": None if peak_mb is None else peak_mb * 2**20 / chip["hbm_bytes"],
-    "fits": None if peak_mb is None or None in parts else peak_mb * 2**20 <= chip["hbm_bytes"],
+    "fits": None if peak_mb is None else peak_mb * 2**20 <= chip["hbm_bytes"],
     "estimate": decode_estimate(result.get("cost") or {}, result["programs"], chip),
   }
 
@@ -870,7 +868,7 @@ def target_table(results: list[dict]) -> str:
       rows.append([path_cell(r), latent, r["mesh"] or "1 chip", "failed: " + r["error"].splitlines()[0][:100]] + [""] * 10)
       continue
     est = r.get("estimate") or {}
-    chips = 1 if not r["mesh"] else mesh_devices(r["mesh"])
+    chips = mesh_devices(r["mesh"])
     unpriced = sorted({p["unpriced_ops"] for p in (est.get("per_program") or {}).values() if p["unpriced_ops"] is not None})
     rows.append([
       path_cell(r), latent, r["mesh"] or "1 chip", tiles_cell(r), r.get("conv3d") or "–", fmt(r["compile_s"], ".1f"),

@@ -361,14 +361,7 @@ def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None, *, 
 def program_cost(compiled, field: str = "flops") -> float | None:
   """One field of XLA's cost analysis of a compiled program (per device under SPMD): ``"flops"`` or
   ``"bytes accessed"`` (what its operations read and write in memory); ``None`` if unavailable."""
-  try:
-    analysis = compiled.cost_analysis()
-  except NotImplementedError:
-    return None
-  # A dict in recent jax, a list of per-computation dicts in older ones.
-  entries = analysis if isinstance(analysis, list | tuple) else [analysis]
-  values = [float(e[field]) for e in entries if isinstance(e, dict) and field in e]
-  return sum(values) if values else None
+  return (program_costs(compiled) or {}).get(field)
 
 
 def program_costs(compiled) -> dict[str, float] | None:
@@ -378,10 +371,11 @@ def program_costs(compiled) -> dict[str, float] | None:
     analysis = compiled.cost_analysis()
   except NotImplementedError:
     return None
+  # A dict in recent jax, a list of per-computation dicts in older ones.
   entries = analysis if isinstance(analysis, list | tuple) else [analysis]
   merged: dict[str, float] = {}
   for entry in entries:
-    for key, value in (entry or {}).items():
+    for key, value in (entry if isinstance(entry, dict) else {}).items():
       if isinstance(value, int | float) and "{" not in key:  # not the per-operand breakdown ("bytes accessed0{}")
         merged[key] = merged.get(key, 0.0) + float(value)
   return merged

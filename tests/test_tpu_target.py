@@ -56,6 +56,7 @@ def test_open_target_quietly_and_its_errors(capfd, monkeypatch):
 
 
 def test_a_target_runner_holds_shapes_and_refuses_to_run(tiny_wan_dirs):
+  import jax
   import numpy as np
 
   import native_flax
@@ -63,7 +64,7 @@ def test_a_target_runner_holds_shapes_and_refuses_to_run(tiny_wan_dirs):
   from torchax_vae.core.target import TargetError
 
   runner = native_flax.load(tiny_wan_dirs["2.1"], target=TARGET, mesh=MESH, cache_dir=False)
-  leaves = __import__("jax").tree.leaves(runner.params)
+  leaves = jax.tree.leaves(runner.params)
   assert leaves and all(type(leaf).__name__ == "ShapeDtypeStruct" for leaf in leaves)
   assert {d.device_kind for d in runner.devices} == {"TPU v5 lite"}
   assert runner.steps.fingerprint["conv3d"] == "3d"  # the target's form, not this CPU host's taps

@@ -156,13 +156,12 @@ class Runner:
     self.config = adapter.config  # the model's frozen config (diffusers' config.json)
     self.target = target
     self.mesh = mesh_lib.make_mesh(mesh, devices=None if target is None else list(target.devices))
-    # The devices the programs are built for (mesh order): the mesh's, else one device.
-    self.devices = list(self.mesh.devices.flat) if self.mesh is not None else [target.devices[0] if target else jax.devices()[0]]
+    self.devices = target_lib.program_devices(self.mesh, target)
     self.dtype = dtype
     self.compute_dtype = DTYPES[dtype]
     self.name = name
     if target is not None:  # nothing can be placed on a compile-only chip: the weights are shapes
-      params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._placement(None)), params)
+      params = target_lib.as_shapes(params, self._placement(None))
     elif self.mesh is not None:  # mesh_lib.put: also under multi-controller JAX (a mesh over several processes)
       params = jax.tree.map(functools.partial(mesh_lib.put, sharding=mesh_lib.replicated(self.mesh)), params)
     self.params = params

@@ -85,11 +85,6 @@ class Target:
   def hosts(self) -> int:
     return len({d.process_index for d in self.devices})
 
-  def describe(self) -> dict[str, Any]:
-    """What a result records about the target: name, chips, hosts, kind and the datasheet figures."""
-    return {"target": self.name, "chips": len(self.devices), "hosts": self.hosts, "device_kind": self.device_kind,
-            **{f"chip_{k}": v for k, v in dataclasses.asdict(self.chip).items()}}  # fmt: skip
-
 
 def compiler_path() -> Path | None:
   """The TPU compiler's ``libtpu.so``: ``$TORCHAX_VAE_LIBTPU``, else set-up's copy beside the
@@ -185,6 +180,20 @@ def _quiet_stderr() -> Iterator[None]:
   finally:
     os.dup2(saved, fd)
     os.close(saved)
+
+
+def program_devices(mesh: Any, target: Target | None) -> list:
+  """The devices a runner's programs are built for, in mesh order: the mesh's, else one device (the
+  target's first chip, or this host's first device)."""
+  if mesh is not None:
+    return list(mesh.devices.flat)
+  return [target.devices[0] if target is not None else jax.devices()[0]]
+
+
+def as_shapes(tree: Any, sharding: Any) -> Any:
+  """Every leaf of ``tree`` (arrays or shapes) as a ``jax.ShapeDtypeStruct`` placed by ``sharding``: a
+  target runner's weights, which nothing can be placed on."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
 def check_runnable(target: Target | None, builds: str) -> None:

@@ -185,13 +185,9 @@ class GenericRunner:
     # outside the class's _keep_in_fp32_modules (float32 when every parameter is kept in float32).
     self.input_dtype = DTYPES[input_dtype or dtype]
     self.name = name
-    self.devices = list(mesh.devices.flat) if mesh is not None else [target.devices[0] if target else jax.devices()[0]]
+    self.devices = target_lib.program_devices(mesh, target)
     if target is not None:  # nothing can be placed on a compile-only chip: weights and buffers are shapes
-
-      def shape_of(a):
-        return jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self._placement(None))
-
-      params, buffers = jax.tree.map(shape_of, params), jax.tree.map(shape_of, buffers)
+      params, buffers = target_lib.as_shapes((params, buffers), self._placement(None))
     self.params = params
     self.buffers = buffers
     self.tiling: dict[str, Any] | None = None
