@@ -96,10 +96,17 @@ class Plan:
   # --conv: the 3D convolution forms each JAX path is measured in ($TORCHAX_VAE_CONV per process);
   # (None,) = the platform's default (or an inherited $TORCHAX_VAE_CONV), as before --conv existed.
   conv_forms: tuple[str | None, ...] = (None,)
+  # --frames-per-step: the latent frames per steady step each adapter path is measured at (Wan);
+  # (None,) = the runner's default for the platform.
+  step_sizes: tuple[int | None, ...] = (None,)
   # --target: a TPU topology compiled for by the TPU compiler (compile-only), and its chip's
   # datasheet figures (core.target.Chip) for the estimate.
   target: str | None = None
   chip: dict | None = None
+
+  def step_sizes_for(self, path: str) -> tuple[int | None, ...]:
+    """``--frames-per-step`` values for ``path``: the generic path runs diffusers' own loop (one row)."""
+    return (None,) if path == "generic" else self.step_sizes
 
   def tilings(self) -> list[dict | None]:
     """Per shape and path, untiled first, then (--tiled) tiled."""
@@ -155,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     metavar="FORMS",
     help="the 3D convolution forms to measure each JAX path in, e.g. 3d,taps (rows side by side, one torch "
     "reference); default: the platform's (XLA:CPU taps, else 3d) or $TORCHAX_VAE_CONV",
+  )
+  parser.add_argument(
+    "--frames-per-step",
+    default=None,
+    metavar="K",
+    help="Wan: the latent frames per steady step to measure each adapter path at, e.g. 1,5 (rows side by side; "
+    "load(frames_per_step=K)); default: the runner's for the platform. Not for the generic path",
   )
   parser.add_argument(
     "--framewise",
@@ -377,6 +391,7 @@ def validate(args: argparse.Namespace) -> Plan:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
   needed = mesh_devices(args.mesh)
   conv_forms = parse_conv_forms(args.conv)
+  step_sizes = parse_ints(args.frames_per_step, "--frames-per-step") if args.frames_per_step else (None,)
   for flag, value in (("--tile-sample-size", args.tile_sample_size), ("--tile-sample-stride", args.tile_sample_stride)):
     if value is not None:  # its format, before the (possibly slow) model resolution
       parse_ints(value, flag, 2)
@@ -394,6 +409,8 @@ def validate(args: argparse.Namespace) -> Plan:
       f"--latent {args.latent!r}: C={shape[1]}, but the model ({adapter.class_name}, {model}) has {channels} "
       "latent channels"
     )
+  if args.frames_per_step and (generic or getattr(adapter, "frames_per_step_defaults", None) is None):
+    raise UsageError(f"--frames-per-step: {adapter.class_name}'s frame steps are fixed; only Wan's take a step size")
   tiling, tiles = resolve_tiling(args, adapter, shape)
   env = worker_env(1 if args.target else needed)  # a target's chips are its own, not simulated host devices
   host = run_worker({"kind": "devices", "target": args.target}, env)
@@ -423,6 +440,7 @@ def validate(args: argparse.Namespace) -> Plan:
     framewise=args.framewise,
     compile_only=args.compile_only,
     conv_forms=conv_forms,
+    step_sizes=step_sizes,
     target=args.target,
     chip=host.get("chip"),
   )
@@ -505,9 +523,20 @@ def form_env(plan: Plan, form: str | None) -> dict[str, str]:
   return plan.env if form is None else {**plan.env, CONV_ENV: form}
 
 
-def form_suffix(form: str | None) -> str:
-  """``""``, or ``"-taps"``: tells apart the files of one form's measurement under ``--conv``."""
-  return "" if form is None else f"-{form}"
+def form_suffix(form: str | None, steps: int | None = None) -> str:
+  """``""``, ``"-taps"`` or ``"-taps-k5"``: tells apart the files of one form's (``--conv``) and one
+  step size's (``--frames-per-step``) measurement."""
+  return ("" if form is None else f"-{form}") + ("" if steps is None else f"-k{steps}")
+
+
+def variant_label(form: str | None, steps: int | None) -> str:
+  return (f" conv={form}" if form else "") + (f" K={steps}" if steps else "")
+
+
+def step_request(path: str, steps: int | None) -> dict:
+  """The worker's ``frames_per_step`` (``Plan.step_sizes_for`` gives the generic path none)."""
+  del path
+  return {"frames_per_step": steps}
 
 
 def measure_jax(
@@ -518,16 +547,19 @@ def measure_jax(
   caches: Path,
   tiling: dict | None = None,
   form: str | None = None,
+  steps: int | None = None,
 ) -> dict:
   """A cold (empty cache) then two warm processes (JAX cache; stored executables) for one path and
   shape; tiled (``enable_tiling(**tiling)``) with a cache of its own, compared to torch's tiled output;
-  with ``form`` (``--conv``), every process under ``$TORCHAX_VAE_CONV=form``."""
-  label = describe(path, shape, tiling) + (f" conv={form}" if form else "")
-  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form)}"
+  with ``form`` (``--conv``), every process under ``$TORCHAX_VAE_CONV=form``; with ``steps``
+  (``--frames-per-step``), ``load(frames_per_step=steps)``."""
+  label = describe(path, shape, tiling) + variant_label(form, steps)
+  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form, steps)}"
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
-             "reference": str(reference) if reference else None, "tiling": tiling, "framewise": plan.framewise}  # fmt: skip
+             "reference": str(reference) if reference else None, "tiling": tiling, "framewise": plan.framewise,
+             **step_request(path, steps)}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   results = {}
   for phase in ("cold", "warm", "warm_exe"):
@@ -538,21 +570,28 @@ def measure_jax(
       progress(f"{label}: {results[phase]['error'].splitlines()[0]}")
       return {**record, "conv3d": form, "conv_form": form, "error": results[phase]["error"],
               "unavailable": bool(results[phase].get("unavailable"))}  # fmt: skip
-  return {**fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"]), "conv_form": form}
+  return {**fill_jax_record(record, results["cold"], results["warm"], results["warm_exe"]), "conv_form": form,
+          "frames_per_step": results["cold"].get("frames_per_step")}
 
 
 def measure_compile_only(
-  plan: Plan, path: str, shape: tuple[int, ...], caches: Path, tiling: dict | None = None, form: str | None = None
+  plan: Plan,
+  path: str,
+  shape: tuple[int, ...],
+  caches: Path,
+  tiling: dict | None = None,
+  form: str | None = None,
+  steps: int | None = None,
 ) -> dict:
   """One fresh process with an empty compile cache: lower and compile the step programs a decode of
   ``shape`` runs, and read XLA's analyses; nothing is run (``--compile-only``)."""
-  label = describe(path, shape, tiling) + (f" conv={form}" if form else "")
-  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form)}"
+  label = describe(path, shape, tiling) + variant_label(form, steps)
+  name = f"{path}-T{shape[2]}{tiled_suffix(tiling)}{form_suffix(form, steps)}"
   cache_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=caches))
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
              "tiling": tiling, "framewise": plan.framewise, "phase": "compile_only", "target": plan.target,
-             "hlo_dir": str(plan.out / "hlo"), "hlo_name": name}  # fmt: skip
+             "hlo_dir": str(plan.out / "hlo"), "hlo_name": name, **step_request(path, steps)}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   where = f"for {plan.target} with the TPU compiler" if plan.target else "empty compile cache"
   progress(f"{label}: compile only ({where}; nothing run)")
@@ -573,6 +612,7 @@ def measure_compile_only(
     programs=result["programs"],
     conv3d=result["conv3d"],
     conv_form=form,
+    frames_per_step=result.get("frames_per_step"),
     notes=result["notes"],
     collectives=result.get("collectives"),
     custom_calls=result.get("custom_calls"),
@@ -626,7 +666,7 @@ def empty_record(
     "flops_fraction_of_matmul": None, "bytes_accessed": None, "bytes_fraction_of_copy": None,
     "max_abs_err": None, "output_shape": None, "programs": None,
     "cold_start_breakdown_s": None, "torch_device": None, "notes": [], "error": None, "unavailable": False,
-    "conv3d": None, "conv_form": None, "weights_yardstick_s": None, "collectives": None, "custom_calls": None,
+    "conv3d": None, "conv_form": None, "frames_per_step": None, "weights_yardstick_s": None, "collectives": None, "custom_calls": None,
     "cost": None,
   }  # fmt: skip
 
@@ -783,8 +823,12 @@ def weights_cell(r: dict) -> str:
 
 
 def path_cell(r: dict) -> str:
-  """``torchax``, or ``torchax (taps)`` for a row of a ``--conv`` run (the form it was measured in)."""
-  return r["path"] + (f" ({r['conv_form']})" if r.get("conv_form") else "")
+  """``torchax``, ``torchax (taps)`` for a row of a ``--conv`` run (the form it was measured in), and
+  ``K=5`` where the runner steps more than one latent frame at a time."""
+  notes = [r["conv_form"]] if r.get("conv_form") else []
+  if (r.get("frames_per_step") or 1) > 1:
+    notes.append(f"K={r['frames_per_step']}")
+  return r["path"] + (f" ({', '.join(notes)})" if notes else "")
 
 
 def table_cells(r: dict) -> list[str]:
@@ -836,7 +880,7 @@ def memory_table(results: list[dict]) -> str:
     mem = r["program_memory_mb"] or {}
     parts = [mem.get(k) for k in ("temp", "argument", "output")]
     rows.append([
-      r["path"], "x".join(map(str, r["latent_shape"])), r["mesh"] or "1 device", r["dtype"], r.get("conv3d") or "–",
+      path_cell(r), "x".join(map(str, r["latent_shape"])), r["mesh"] or "1 device", r["dtype"], r.get("conv3d") or "–",
       fmt(r["compile_s"]), *(fmt(v, ".0f") for v in parts),
       fmt(sum(parts) if None not in parts else None, ".0f"),
     ])  # fmt: skip
@@ -939,8 +983,9 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
         for path in plan.paths:
           for tiling in plan.tilings():
             for form in plan.conv_forms:
-              results.append(measure_compile_only(plan, path, shape, Path(caches), tiling, form))
-              save_partial(plan, build_meta(plan, {}), results)
+              for steps in plan.step_sizes_for(path):
+                results.append(measure_compile_only(plan, path, shape, Path(caches), tiling, form, steps))
+                save_partial(plan, build_meta(plan, {}), results)
     return build_meta(plan, {}), results
   progress(f"matmul reference ({plan.devices} device(s){', simulated' if plan.simulated else ''})")
   matmul = run_worker({"kind": "matmul", "dtype": plan.dtype}, plan.env, plan.out / "logs" / "matmul.log")
@@ -959,9 +1004,10 @@ def run(plan: Plan) -> tuple[dict, list[dict]]:
             save_partial(plan, build_meta(plan, matmul), results)
             continue
           for form in plan.conv_forms:
-            record = measure_jax(plan, path, shape, references[tiled_suffix(tiling)], Path(caches), tiling, form)
-            results.append(record)
-            save_partial(plan, build_meta(plan, matmul), results)
+            for steps in plan.step_sizes_for(path):
+              reference = references[tiled_suffix(tiling)]
+              results.append(measure_jax(plan, path, shape, reference, Path(caches), tiling, form, steps))
+              save_partial(plan, build_meta(plan, matmul), results)
   parallel = 1 if plan.simulated else plan.devices  # simulated devices share the host's cores
   add_flops_fraction(results, matmul, parallel)
   return build_meta(plan, matmul), results

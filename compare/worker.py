@@ -336,9 +336,11 @@ def compile_decode_programs(runner, z) -> tuple[dict, dict]:
   return breakdown, compiled
 
 
-def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None, *, temporal=None) -> dict[str, int]:
+def program_runs(
+  adapter, num_latent_frames: int, tiles: dict | None = None, *, temporal=None, frames_per_step: int | None = None
+) -> dict[str, int]:
   """How often decode runs each program: CogVideoX T=2 -> first 1, steady 0; T=13 -> first 1, steady 5;
-  Wan T=21 -> first 1, steady 20.
+  Wan T=21 -> first 1, steady 20 (``frames_per_step=5``: steady 4).
 
   Tiled (``tiles``: a :func:`tile_layout`): per tile shape, e.g. ``{"first 6x5": 1, "steady 6x5": 0, …}``,
   each tile of that shape running the first program once and the steady one per later frame step.
@@ -351,7 +353,7 @@ def program_runs(adapter, num_latent_frames: int, tiles: dict | None = None, *, 
   runs: Counter[str] = Counter()
   for length in lengths:
     prefix = "" if temporal is None else f" t{length}"
-    steady = len(adapter.decode_plan(length)) - 1
+    steady = len(adapter.plan("decode", length, frames_per_step)) - 1
     for shape, count in ({"": 1} if tiles is None else {f" {k}": v for k, v in tiles["shapes"].items()}).items():
       runs[f"first{prefix}{shape}"] += count
       runs[f"steady{prefix}{shape}"] += count * steady
@@ -470,6 +472,8 @@ def run_jax(args: dict) -> dict:
     options = {"generic": True} if args["path"] == "generic" else {}
     if target:
       options["target"] = target
+    if args.get("frames_per_step"):
+      options["frames_per_step"] = args["frames_per_step"]
     runner = package.load(args["model"], dtype=args["dtype"], mesh=args["mesh"], cache_dir=str(cache_dir), **options)
   except (NotImplementedError, UnsupportedModelError) as err:
     # A path that has no port of this model (yet): reported as not available, not as a failure.
@@ -537,7 +541,9 @@ def run_jax(args: dict) -> dict:
 
   tiles = runner_tile_layout(runner, z.shape[3:])
   # The generic path runs the module's own decode: one program ("whole"), once.
-  runs = {"whole": 1} if runner.generic else program_runs(runner.adapter, z.shape[2], tiles, temporal=runner.temporal_tiles("decode", z.shape[2]))
+  runs = {"whole": 1} if runner.generic else program_runs(
+    runner.adapter, z.shape[2], tiles, temporal=runner.temporal_tiles("decode", z.shape[2]), frames_per_step=runner.frames_per_step
+  )
   flops = [program_cost(compiled[name], "flops") for name in used]
   moved = [program_cost(compiled[name], "bytes accessed") for name in used]
   devices = runner.devices
@@ -561,6 +567,7 @@ def run_jax(args: dict) -> dict:
     "notes": notes,
     # the 3D convolution form the programs use
     "conv3d": runner.conv3d_form if runner.generic else runner.steps.fingerprint.get("conv3d"),
+    "frames_per_step": None if runner.generic else runner.frames_per_step,
   }
   if args["phase"] == "compile_only":
     from compare.collectives import count_collectives

@@ -33,6 +33,7 @@ def load(
   cache_dir: str | os.PathLike | bool | None = None,
   revision: str | None = None,
   target: Target | str | None = None,
+  frames_per_step: int | None = None,
 ) -> Runner:
   """Loads a CogVideoX or Wan VAE (hub id or local dir) into its NNX port; returns the driver's runner.
 
@@ -49,6 +50,10 @@ def load(
       TPU compiler set-up installs; no TPU): ``mesh`` is then over its chips (one chip without
       one), the weights are only shapes, ``runner.precompile(latent_shapes)`` compiles with the TPU
       compiler and reports each program (memory per chip, cost); ``decode`` refuses. See docs/tpu.md.
+    frames_per_step: Wan only: latent frames per steady decode step (encode: 4x as many video frames
+      a step); the result is the same for any value (diffusers decodes 1 at a time), the speed and
+      memory are not. ``None``: the platform's default (docs/frames-per-step.md). Each value has
+      its own steady program; ``runner.frames_per_step`` changes it later.
 
   ``runner.decode(z)`` / ``runner.encode(x, key=None)`` take and return diffusers' layout
   ``(B, C, T, H, W)``; ``runner.model`` is the NNX model.
@@ -66,6 +71,7 @@ def load(
     mesh=mesh,
     cache_dir=cache_dir,
     target=target,
+    frames_per_step=frames_per_step,
   )
 
 

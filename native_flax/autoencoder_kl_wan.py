@@ -703,11 +703,13 @@ class AutoencoderKLWan(nnx.Module):
     )  # fmt: skip
 
   def decode_step(self, z: Array, cache: Cache | None = None) -> tuple[Array, Cache]:
-    """One ``_decode`` step: ``z`` (B, 1, h, w, z_dim) -> (B, 1 | 4, H, W, out_channels), cache."""
+    """One ``_decode`` step: ``z`` (B, T, h, w, z_dim) -> (B, 1 | 4T, H, W, out_channels), cache; diffusers'
+    steps have T = 1 (the first step must: it does not double time), the driver's may have more."""
     return self.decoder(self.post_quant_conv(z), cache, first_chunk=cache is None)
 
   def encode_step(self, x: Array, cache: Cache | None = None) -> tuple[Array, Cache]:
-    """One ``_encode`` step: ``x`` (B, 1 | 4, H, W, in_channels) -> moments (B, 1, h, w, 2 z_dim), cache."""
+    """One ``_encode`` step: ``x`` (B, 1 | 4T, H, W, in_channels) -> moments (B, 1 | T, h, w, 2 z_dim), cache
+    (diffusers' steps: T = 1)."""
     h, cache = self.encoder(x, cache)
     return self.quant_conv(h), cache
 

@@ -339,14 +339,18 @@ def test_tile_layout_follows_diffusers_wan_tiled_decode():
   assert layout["shapes"] == {"32x32": 8, "32x8": 2, "12x32": 4, "12x8": 1}
   assert worker.tile_layout(wan, (32, 32), tiling) is None
   assert worker.program_runs(wan, 21, layout)["steady 32x32"] == 8 * 20
+  # Steps of 5 latent frames: 4 steady steps per tile; 22 frames: the last of 5 steps padded.
+  assert worker.program_runs(wan, 21, layout, frames_per_step=5)["steady 32x32"] == 8 * 4
+  assert worker.program_runs(wan, 22, frames_per_step=5) == {"first": 1, "steady": 5}
 
 
 def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path, monkeypatch):
   """``--compile-only``: each JAX path lowered and compiled in its own process, XLA's per-device memory
   analysis reported, nothing decoded (no torch row, no decode or warm-start figures); with ``--conv``
-  once per 3D convolution form (rows side by side), each row built in the form it names."""
+  once per 3D convolution form (rows side by side), each row built in the form it names; with
+  ``--frames-per-step 2``, Wan's steady step takes 2 latent frames (T = 3: one steady run, not two)."""
   monkeypatch.delenv(bench.CONV_ENV, raising=False)  # each row's form from --conv alone
-  args = ["--compile-only", "--model", str(tiny_wan_dirs["2.2"]), "--latent", "1,4,3,4,4", "--conv", "3d,taps"]
+  args = ["--compile-only", "--model", str(tiny_wan_dirs["2.2"]), "--latent", "1,4,3,4,4", "--conv", "3d,taps", "--frames-per-step", "2"]
   proc = run_bench(*args, out=tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   report = json.loads((tmp_path / "results.json").read_text())
@@ -356,7 +360,8 @@ def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path, mon
   assert list(rows) == [("torchax", "3d"), ("torchax", "taps"), ("native_flax", "3d"), ("native_flax", "taps")]
   for (path, form), row in rows.items():
     assert row["error"] is None, (path, form, row["error"])
-    assert row["conv3d"] == form and row["programs"] == {"first": 1, "steady": 2}  # runs per decode
+    assert row["conv3d"] == form and row["programs"] == {"first": 1, "steady": 1}  # runs per decode
+    assert row["frames_per_step"] == 2
     assert row["output_shape"] == [1, 3, 9, 64, 64]  # 1 + 4 * 2 frames, 16x (patchified Wan 2.2)
     assert row["decode_s"] is None and row["cache_load_s"] is None and row["max_abs_err"] is None
     assert set(row["program_memory_per_program_mb"]) == {"first", "steady"}
@@ -370,8 +375,9 @@ def test_compile_only_plans_memory_without_decoding(tiny_wan_dirs, tmp_path, mon
   lines = proc.stdout.splitlines()
   assert "| temp MB | argument MB | output MB |" in lines[0] and "decode" not in lines[0]
   assert [line.split("|")[5].strip() for line in lines[2:]] == ["3d", "taps", "3d", "taps"]  # conv3d column
+  assert lines[2].split("|")[1].strip() == "torchax (3d, K=2)"
   assert not (tmp_path / "logs" / "matmul.log").exists()  # nothing run
-  assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"torchax-T3-taps-compile-only.log"}
+  assert {p.name for p in (tmp_path / "logs").iterdir()} >= {"torchax-T3-taps-k2-compile-only.log"}
 
 
 @pytest.mark.parametrize("path", ["torchax", "native_flax"])

@@ -68,6 +68,7 @@ def test_a_target_runner_holds_shapes_and_refuses_to_run(tiny_wan_dirs):
   assert leaves and all(type(leaf).__name__ == "ShapeDtypeStruct" for leaf in leaves)
   assert {d.device_kind for d in runner.devices} == {"TPU v5 lite"}
   assert runner.steps.fingerprint["conv3d"] == "3d"  # the target's form, not this CPU host's taps
+  assert runner.frames_per_step == runner.adapter.frames_per_step_defaults["tpu"] != runner.adapter.frames_per_step_defaults["cpu"]
   with pytest.raises(TargetError, match=r"compiles for the TPU topology v5e:2x2 .*precompile"):
     runner.decode(np.zeros(LATENT, np.float32))
   with pytest.raises(MeshError, match="needs 8 devices, but 4 tpu"):

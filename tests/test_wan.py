@@ -95,8 +95,9 @@ def test_input_kinds_round_trip(pair):
 
 
 def test_programs_do_not_grow_with_t(tiny_wan_dirs, variant):
-  """One first-step and one steady program, for 1 to 21 latent frames (81 video frames), decode and encode."""
-  vae = torchax_vae.load(tiny_wan_dirs[variant], cache_dir=False)  # no stored executables: all traced here
+  """One first-step and one steady program, for 1 to 21 latent frames (81 video frames), decode and encode,
+  in diffusers' own steps (one latent frame; K-frame steps: tests/test_frames_per_step.py)."""
+  vae = torchax_vae.load(tiny_wan_dirs[variant], cache_dir=False, frames_per_step=1)  # all traced here
   for t in (1, 2, 5, 21):
     assert vae.decode(randn(1, 4, t, 2, 2, seed=t)).shape[2] == 1 + 4 * (t - 1)
   assert vae.trace_counts == {"decode_first": 1, "decode_steady": 1}

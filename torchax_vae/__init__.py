@@ -51,6 +51,7 @@ def load(
   revision: str | None = None,
   generic: bool = False,
   target: Target | str | None = None,
+  frames_per_step: int | None = None,
 ) -> Runner | GenericRunner:
   """Loads a diffusers autoencoder (hub id or local dir); returns a runner with ``decode``/``encode``.
 
@@ -75,6 +76,10 @@ def load(
     generic: run the class through the generic path even where it has an adapter (diffusers' own
       ``decode``/``encode`` traced whole, one program per input signature): for comparing the two
       (``compare.bench --paths generic``); exact either way.
+    frames_per_step: Wan only: latent frames per steady decode step (encode: 4x as many video frames
+      a step); the result is the same for any value (diffusers decodes 1 at a time), the speed and
+      memory are not. ``None``: the platform's default (docs/frames-per-step.md). Each value has
+      its own steady program; ``runner.frames_per_step`` changes it later.
   """
   from .core.compile_cache import enable_compilation_cache
   from .core.loading import load_runner, open_checkpoint
@@ -83,6 +88,13 @@ def load(
     pretrained_model_name_or_path, subfolder=subfolder, revision=revision, dtype=dtype, mesh=mesh, target=target
   )
   if generic or not source.has_adapter:
+    if frames_per_step is not None:
+      from .core.errors import StepSizeError
+
+      raise StepSizeError(
+        f"frames_per_step: {source.class_name} runs through the generic path here (diffusers' own decode, "
+        "its own frame loop); only an adapter's runner (Wan) takes it"
+      )
     # No adapter: the unmodified module's own decode/encode, one program per call signature.
     from .runtime.generic import load_generic
 
@@ -101,4 +113,5 @@ def load(
     cache_dir=cache_dir,
     target=target,
     runner_class=adapters.TorchaxRunner,
+    frames_per_step=frames_per_step,
   )

@@ -170,6 +170,14 @@ def add_model_arguments(command: argparse.ArgumentParser) -> None:
   command.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="(default: %(default)s)")
   command.add_argument("--tiled", action="store_true", help="in overlapping tiles (diffusers' enable_tiling)")
   command.add_argument("--cache-dir", default=None, help="compilation cache dir ('off' to disable)")
+  command.add_argument(
+    "--frames-per-step",
+    type=int,
+    default=None,
+    metavar="K",
+    help="Wan: latent frames per steady step (encode: 4K video frames); same result, other speed and memory "
+    "(default: the platform's)",
+  )
 
 
 def add_job_arguments(command: argparse.ArgumentParser, batch_help: str) -> None:
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   from .core.checkpoint import CheckpointError
-  from .core.errors import InputError
+  from .core.errors import InputError, StepSizeError
   from .core.mesh import MeshError
   from .core.target import TargetError
   from .jobs import JobInputError
@@ -209,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     return args.run(args)
-  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError, JobInputError, TargetError) as err:
+  except (UsageError, LatentsError, OutputPathError, MeshError, CheckpointError, InputError, JobInputError, TargetError,
+          StepSizeError) as err:  # fmt: skip
     print(f"{parser.prog} {args.command}: error: {err}", file=sys.stderr)
     return EXIT_USAGE
 
@@ -247,6 +256,7 @@ def _load(args: argparse.Namespace, mesh=None):
     cache_dir=_cache_dir(args),
     revision=args.revision,
     **({"target": args.target} if getattr(args, "target", None) else {}),
+    **({"frames_per_step": args.frames_per_step} if getattr(args, "frames_per_step", None) is not None else {}),
   )
   if args.tiled:
     runner.enable_tiling()

@@ -133,6 +133,10 @@ class Runner:
     target: a compile-only TPU topology (:class:`~torchax_vae.core.target.Target`): the mesh is over
       its chips (one chip without a mesh), ``params`` are taken as shapes, and :meth:`precompile`
       compiles with the TPU compiler; nothing can run (``decode``/``encode`` refuse).
+    frames_per_step: latent frames per steady step, for a model whose result does not depend on it
+      (Wan; encode: 4x as many video frames a step); ``None``: the model's default for the
+      platform the programs are for (:attr:`~.models.VideoVAE.frames_per_step_defaults`). Settable
+      later as ``runner.frames_per_step``; each value has its own steady program.
   """
 
   generic = False
@@ -148,6 +152,7 @@ class Runner:
     name: str = "vae",
     executable_dir: str | os.PathLike | None = None,
     target: Target | None = None,
+    frames_per_step: int | None = None,
   ):
     if dtype not in DTYPES:
       raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
@@ -182,11 +187,23 @@ class Runner:
     # diffusers' attributes of the same names: temporal tiles (HunyuanVideo, LTX) on or off.
     self.use_framewise_decoding = adapter.framewise_decoding
     self.use_framewise_encoding = adapter.framewise_encoding
+    self._frames_per_step = adapter.default_frames_per_step(self.programs.platform)
+    if frames_per_step is not None:
+      self.frames_per_step = frames_per_step
     self._jitted = {
       f"{kind}_{label}": self._jit_step(step, f"{kind}_{label}", first=label == FIRST)
       for kind, step in ((DECODE, steps.decode_step), (ENCODE, steps.encode_step))
       for label in (FIRST, STEADY)
     }
+
+  @property
+  def frames_per_step(self) -> int | None:
+    """Latent frames per steady step (Wan; ``None``: the model's steps are fixed)."""
+    return self._frames_per_step
+
+  @frames_per_step.setter
+  def frames_per_step(self, value: int) -> None:
+    self._frames_per_step = self.adapter.check_frames_per_step(value)
 
   # --- jitted programs -------------------------------------------------------------------------
 
@@ -341,6 +358,10 @@ class Runner:
           start = time.perf_counter()
           cache = self.steady_cache_spec(records[-1].executable)
           steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end, slicer=self._abstract_slice)
+          if plan[1].pad:  # as _pad_time pads it: more frames, the slice's placement
+            padded = list(steady_in.shape)
+            padded[self._time_axis()] += plan[1].pad
+            steady_in = jax.ShapeDtypeStruct(tuple(padded), steady_in.dtype, sharding=steady_in.sharding)
           records.append(
             self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache, *condition), time.perf_counter() - start)
           )
@@ -396,7 +417,7 @@ class Runner:
 
   def plan(self, kind: str, num_frames: int) -> list[FrameStep]:
     """The model's frame plan of a ``kind`` (``"decode"``/``"encode"``) walk over ``num_frames``."""
-    plan = self.adapter.plan(kind, num_frames)
+    plan = self.adapter.plan(kind, num_frames, self.frames_per_step)
     if not plan or plan[0].label != FIRST or any(step.label != STEADY for step in plan[1:]):
       raise AssertionError(f"{self.adapter}: a {kind} plan must be one first step, then steady steps: {plan}")
     return plan
@@ -405,16 +426,29 @@ class Runner:
     self, kind: str, x: jax.Array, tick: Callable[[], None] | None = None, condition: tuple = ()
   ) -> Iterator[jax.Array]:
     cache = None
-    for start, end, label in self.plan(kind, x.shape[self._time_axis()]):
-      chunk = self._slice_time(x, start, end)
-      if label == FIRST:
+    for step in self.plan(kind, x.shape[self._time_axis()]):
+      chunk = self._slice_time(x, step.start, step.end)
+      if step.pad:  # a shorter last step, padded to the steady program's frames
+        chunk = self._pad_time(chunk, step.pad)
+      if step.label == FIRST:
         out, cache = self._call(f"{kind}_{FIRST}", self.params, chunk, *condition)
       else:
         out, cache = self._call(f"{kind}_{STEADY}", self.params, chunk, cache, *condition)
+      if step.pad:  # what the padding made: output frames in proportion to input frames
+        frames = out.shape[self._time_axis()]
+        out = self._slice_time(out, 0, frames * (step.end - step.start) // step.size)
       if tick is not None:  # report a finished step, not a dispatched one
         jax.block_until_ready(out)
         tick()
       yield out
+
+  def _pad_time(self, chunk: jax.Array, frames: int) -> jax.Array:
+    """``chunk`` with ``frames`` zero frames after its own, placed as ``chunk`` is (the steady
+    program was built for a slice's placement)."""
+    widths = [(0, 0)] * chunk.ndim
+    widths[self._time_axis()] = (0, frames)
+    padded = jnp.pad(chunk, widths)
+    return padded if self.mesh is None else mesh_lib.put(padded, chunk.sharding)
 
   def _walk_concat(self, kind: str, x: jax.Array, tick: Callable[[], None] | None, condition: tuple = ()) -> jax.Array:
     """All frame steps of ``x``, their outputs joined along time (backend layout)."""

@@ -16,6 +16,11 @@ class InputError(ValueError):
   the generic path (``torchax_vae.runtime.generic``) traced the call: nothing ran."""
 
 
+class StepSizeError(ValueError):
+  """A ``frames_per_step`` the model cannot take: not a positive int, or a model whose frame steps are
+  diffusers' own and fixed."""
+
+
 class BridgeError(RuntimeError):
   """diffusers' code does something a traced program cannot (reads a tensor as a Python value, a
   data-dependent shape): the unmodified module does not run through torchax as it is."""

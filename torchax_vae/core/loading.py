@@ -68,6 +68,7 @@ def load_runner(
   cache_dir: str | os.PathLike | bool | None,
   runner_class: type[Runner] = Runner,
   target: Target | None = None,
+  frames_per_step: int | None = None,
 ) -> Runner:
   """The adapter's runner of ``source`` (from :func:`open_checkpoint`): reads the weights, lets the
   path build its steps.
@@ -81,6 +82,8 @@ def load_runner(
   directory = source.directory
   config = source.config()
   adapter = models.adapter_for(config)
+  if frames_per_step is not None:  # before any weights are read
+    adapter.check_frames_per_step(frames_per_step)
   build = builders.get(adapter.class_name)
   if build is None:
     raise UnsupportedModelError(
@@ -94,7 +97,8 @@ def load_runner(
   with target_lib.compiling_for(None if target is None else target.platform):
     steps, params, extras = build(checkpoint, dtype, mesh, executable_dir=store_dir, target=target)
   runner = runner_class(
-    steps, params, adapter, mesh=mesh, dtype=dtype, name=name, executable_dir=store_dir, target=target
+    steps, params, adapter, mesh=mesh, dtype=dtype, name=name, executable_dir=store_dir, target=target,
+    frames_per_step=frames_per_step,
   )
   for attribute, value in extras.items():
     setattr(runner, attribute, value)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, StepSizeError
 from ..tiling import TemporalTiles, TileGrid
 
 FIRST, STEADY = "first", "steady"
@@ -39,16 +39,39 @@ DECODE, ENCODE = "decode", "encode"
 
 
 class FrameStep(NamedTuple):
-  """One step of a frame plan: frames ``[start, end)`` of the input, through program ``label``."""
+  """One step of a frame plan: frames ``[start, end)`` of the input, through program ``label``.
+
+  ``pad``: zero frames appended to the step's frames so that it runs the program of the steps before
+  it (a last, shorter step); the driver drops the output they make. Exact only for a model whose
+  steps are causal in time (nothing a frame makes depends on a later frame: Wan).
+  """
 
   start: int
   end: int
   label: str  # FIRST (cache None in) or STEADY (the previous step's cache in)
+  pad: int = 0
+
+  @property
+  def size(self) -> int:
+    """Frames the step's program takes (its frames and its padding)."""
+    return self.end - self.start + self.pad
 
 
 def plan_from_ranges(ranges: list[tuple[int, int]]) -> list[FrameStep]:
   """``[(start, end), …]`` -> frame steps, the first through the first-step program, the rest steady."""
   return [FrameStep(start, end, FIRST if i == 0 else STEADY) for i, (start, end) in enumerate(ranges)]
+
+
+def stepped_plan(first: int, end: int, size: int) -> list[FrameStep]:
+  """Frames ``[0, first)`` as the first step, then ``[first, end)`` in steady steps of ``size`` frames
+  (``size`` at most what there is: a short input gets one shorter steady step, not a padded one); a
+  shorter last step is padded to ``size``, so every steady step runs one program."""
+  steps = [FrameStep(0, first, FIRST)]
+  size = min(size, end - first)
+  for start in range(first, end, max(size, 1)):
+    stop = min(start + size, end)
+    steps.append(FrameStep(start, stop, STEADY, start + size - stop))
+  return steps
 
 
 def config_from_dict(cls: type, class_name: str, raw: Mapping[str, Any], source: str) -> Any:
@@ -139,6 +162,12 @@ class VideoVAE:
   # Buffers of diffusers' module (weights, not config) its pipelines read as `vae.<name>` (LTX's latent
   # statistics): handed to latents_for_decode / latents_from_encode as `buffers`.
   module_buffers: ClassVar[tuple[str, ...]] = ()
+  # For a model whose result does not depend on how many latent frames a steady step holds (Wan:
+  # per-position norms, per-frame attention, causal convolutions): the default latent frames per
+  # steady decode step on each platform ("cpu", "gpu", "tpu"; "*" for any other), a performance
+  # choice made by measurement. ``None``: the plan is diffusers' own and fixed (CogVideoX's group
+  # norm spans a step's frames; HunyuanVideo and LTX decode a frame tile in one step).
+  frames_per_step_defaults: ClassVar[Mapping[str, int] | None] = None
 
   def __init__(self, config: Any):
     if not isinstance(config, self.config_class):
@@ -177,16 +206,42 @@ class VideoVAE:
 
   # --- frame plans ---------------------------------------------------------------------------------
 
-  def decode_plan(self, num_latent_frames: int) -> list[FrameStep]:
+  def decode_plan(self, num_latent_frames: int, frames_per_step: int = 1) -> list[FrameStep]:
+    """The steps of a decode; ``frames_per_step`` (latent frames a steady step takes) only for a
+    model with :attr:`frames_per_step_defaults`."""
     raise NotImplementedError
 
-  def encode_plan(self, num_frames: int) -> list[FrameStep]:
+  def encode_plan(self, num_frames: int, frames_per_step: int = 1) -> list[FrameStep]:
+    """The steps of an encode; ``frames_per_step``: latent frames a steady step makes (see
+    :meth:`decode_plan`)."""
     raise NotImplementedError
 
-  def plan(self, kind: str, num_frames: int) -> list[FrameStep]:
+  def plan(self, kind: str, num_frames: int, frames_per_step: int | None = None) -> list[FrameStep]:
+    """A ``kind`` walk's steps over ``num_frames``; ``frames_per_step`` (``None``: the model's fixed
+    plan) only for a model with :attr:`frames_per_step_defaults`."""
     if kind not in (DECODE, ENCODE):
       raise ValueError(f"kind: expected {DECODE!r} or {ENCODE!r}, got {kind!r}")
-    return self.decode_plan(num_frames) if kind == DECODE else self.encode_plan(num_frames)
+    if frames_per_step is None:
+      return self.decode_plan(num_frames) if kind == DECODE else self.encode_plan(num_frames)
+    self.check_frames_per_step(frames_per_step)
+    planner = self.decode_plan if kind == DECODE else self.encode_plan
+    return planner(num_frames, frames_per_step)
+
+  def check_frames_per_step(self, frames_per_step: Any) -> int:
+    """``frames_per_step`` checked: a positive int, for a model whose steps may hold any number."""
+    if self.frames_per_step_defaults is None:
+      raise StepSizeError(
+        f"frames_per_step: {self.class_name}'s frame steps are diffusers' own and fixed (its result depends on "
+        "how frames are grouped into steps); leave it unset"
+      )
+    if isinstance(frames_per_step, bool) or not isinstance(frames_per_step, int | np.integer) or frames_per_step < 1:
+      raise StepSizeError(f"frames_per_step: expected a positive int (latent frames per steady step), got {frames_per_step!r}")
+    return int(frames_per_step)
+
+  def default_frames_per_step(self, platform: str) -> int | None:
+    """The latent frames per steady step on ``platform`` (``None``: the model's plan is fixed)."""
+    defaults = self.frames_per_step_defaults
+    return None if defaults is None else defaults.get(platform, defaults["*"])
 
   def decoded_num_frames(self, num_latent_frames: int) -> int:
     """Frames a decode of ``num_latent_frames`` returns."""
