@@ -391,7 +391,7 @@ def validate(args: argparse.Namespace) -> Plan:
     raise UsageError(f"--repeats {args.repeats}: expected a positive integer")
   needed = mesh_devices(args.mesh)
   conv_forms = parse_conv_forms(args.conv)
-  step_sizes = parse_ints(args.frames_per_step, "--frames-per-step") if args.frames_per_step else (None,)
+  step_sizes = tuple(dict.fromkeys(parse_ints(args.frames_per_step, "--frames-per-step"))) if args.frames_per_step else (None,)
   for flag, value in (("--tile-sample-size", args.tile_sample_size), ("--tile-sample-stride", args.tile_sample_stride)):
     if value is not None:  # its format, before the (possibly slow) model resolution
       parse_ints(value, flag, 2)
@@ -533,12 +533,6 @@ def variant_label(form: str | None, steps: int | None) -> str:
   return (f" conv={form}" if form else "") + (f" K={steps}" if steps else "")
 
 
-def step_request(path: str, steps: int | None) -> dict:
-  """The worker's ``frames_per_step`` (``Plan.step_sizes_for`` gives the generic path none)."""
-  del path
-  return {"frames_per_step": steps}
-
-
 def measure_jax(
   plan: Plan,
   path: str,
@@ -559,7 +553,7 @@ def measure_jax(
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": plan.repeats,
              "reference": str(reference) if reference else None, "tiling": tiling, "framewise": plan.framewise,
-             **step_request(path, steps)}  # fmt: skip
+             "frames_per_step": steps}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   results = {}
   for phase in ("cold", "warm", "warm_exe"):
@@ -591,7 +585,7 @@ def measure_compile_only(
   request = {"kind": "jax", "path": path, "model": str(plan.model), "latent_shape": shape, "dtype": plan.dtype,
              "mesh": plan.mesh, "cache_dir": str(cache_dir), "seed": SEED, "repeats": 0, "reference": None,
              "tiling": tiling, "framewise": plan.framewise, "phase": "compile_only", "target": plan.target,
-             "hlo_dir": str(plan.out / "hlo"), "hlo_name": name, **step_request(path, steps)}  # fmt: skip
+             "hlo_dir": str(plan.out / "hlo"), "hlo_name": name, "frames_per_step": steps}  # fmt: skip
   record = empty_record(path, plan.mesh, shape, plan.dtype, tiling, plan.tiles)
   where = f"for {plan.target} with the TPU compiler" if plan.target else "empty compile cache"
   progress(f"{label}: compile only ({where}; nothing run)")

@@ -36,7 +36,7 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   """Optimised HLO of the first-step and steady-step decode programs for ``latent_shape`` (B, C, T, H, W).
 
   T is ignored where the model streams: the steps take the frames the model's plan gives its first
-  and second step (CogVideoX: 2 and 2 latent frames; Wan: 1 and 1). A model with one step per call
+  and second step (CogVideoX: 2 and 2 latent frames; Wan: 1 and ``runner.frames_per_step``). A model with one step per call
   (HunyuanVideo) gives every program a decode of ``latent_shape`` runs: its frame tiles' (a full tile
   and a shorter last one) or, for a T within one tile, the whole call's.
   """
@@ -51,12 +51,12 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
     return [record.executable.as_text() for record in runner.precompile([latent_shape])]
   first, steady = runner.step_programs("decode")
   b, c, _, h, w = latent_shape
-  frames = 1
+  frames = 1 + (runner.frames_per_step or 0)  # Wan: a full steady step of the runner's K frames
   while len(plan := runner.plan("decode", frames)) < 2:  # the shortest latent with a steady step
     frames += 1
   specs = []
   for step in plan[:2]:
-    z = runner._prepare(jnp.zeros((b, c, step.end - step.start, h, w), jnp.float32))
+    z = runner._prepare(jnp.zeros((b, c, step.size, h, w), jnp.float32))
     specs.append(jax.ShapeDtypeStruct(z.shape, z.dtype, sharding=z.sharding))
   first_compiled = first.lower(runner.params, specs[0]).compile()
   cache = runner.steady_cache_spec(first_compiled)

@@ -27,11 +27,12 @@ from collections import defaultdict
 from pathlib import Path
 
 DTYPE_BYTES = {
-  "pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-  "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8,
+  "pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+  "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
 }  # fmt: skip
 _ARRAY = re.compile(r"\b(" + "|".join(DTYPE_BYTES) + r")\[([0-9,]*)\](\{[^}]*\})?")
-_LAYOUT = re.compile(r"\{([0-9,]*)(?::T\((\d+)(?:,(\d+))?\))?")
+_MINOR_TO_MAJOR = re.compile(r"\{([0-9,]*)")
+_TILE = re.compile(r"T\((\d+)(?:,(\d+))?\)")  # the first tile: other layout attributes may precede it
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (.*?) ([a-z][\w\-]*)\((.*?)\)(, .*)?$")
 # No memory traffic of their own: names, views and the second half of an async pair.
 _FREE = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all", "partition-id", "replica-id"}
@@ -60,10 +61,10 @@ def array_bytes(type_text: str) -> ArrayBytes:
     for d in dims:
       logical *= d
     padded_dims = list(dims)
-    match = _LAYOUT.match(layout) if layout else None
-    if match and match.group(2) and dims:
-      minor_to_major = [int(i) for i in match.group(1).split(",") if i]
-      tile = [int(match.group(2))] + ([int(match.group(3))] if match.group(3) else [])
+    order, tile_match = _MINOR_TO_MAJOR.match(layout or ""), _TILE.search(layout or "")
+    if order and tile_match and dims:
+      minor_to_major = [int(i) for i in order.group(1).split(",") if i]
+      tile = [int(tile_match.group(1))] + ([int(tile_match.group(2))] if tile_match.group(2) else [])
       # T(a,b): the minor-most dimension in multiples of b, the next in multiples of a; T(a): a 1-D tile.
       for dim, size in zip(minor_to_major, reversed(tile)):
         padded_dims[dim] = -(-padded_dims[dim] // size) * size
@@ -116,6 +117,8 @@ def entry_ops(hlo_text: str) -> list[Op]:
     elif target:
       what = f"custom-call: {target.group(1)}"
     ops.append(Op(name, opcode, what, traffic, output_type))
+  if not sizes:
+    raise ValueError("no instruction of the ENTRY computation could be read: not the HLO text format this expects")
   return ops
 
 

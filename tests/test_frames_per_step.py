@@ -31,19 +31,19 @@ def path_variant(request):
   return request.param
 
 
-# T = 6 latent frames: K = 2 walks 1 + 2 + 2 + 1 (the last padded by one frame), K = 5 walks 1 + 5.
-# F = 13 video frames: K = 2 walks 1 + 8 + 4 (the last padded by 4 frames).
+# T = 8 latent frames: K = 2 walks 1 + 2 + 2 + 2 + 1 (the last padded by one frame), K = 5 walks
+# 1 + 5 + 2 (padded by 3). F = 13 video frames: K = 2 walks 1 + 8 + 4 (the last padded by 4 frames).
 @pytest.mark.parametrize("frames_per_step", [2, 5])
 def test_decode_in_k_frame_steps_matches_diffusers(path_variant, tiny_wan_dirs, tiny_wan_torch, frames_per_step):
   path, variant = path_variant
   vae = loaders()[path](tiny_wan_dirs[variant], frames_per_step=frames_per_step)
   assert vae.frames_per_step == frames_per_step
-  z = randn(1, 4, 6, 4, 4, seed=6)
-  plan = vae.plan("decode", 6)
-  assert [(s.end - s.start, s.pad) for s in plan] == ([(1, 0), (2, 0), (2, 0), (1, 1)] if frames_per_step == 2 else [(1, 0), (5, 0)])
+  z = randn(1, 4, 8, 4, 4, seed=8)
+  plan = [(s.end - s.start, s.pad) for s in vae.plan("decode", 8)]
+  assert plan == ([(1, 0), (2, 0), (2, 0), (2, 0), (1, 1)] if frames_per_step == 2 else [(1, 0), (5, 0), (2, 3)])
   out = np.asarray(vae.decode(z))
   ref = torch_decode(tiny_wan_torch[variant], z)
-  assert out.shape == ref.shape == (1, 3, 21, *sample_hw(variant, (4, 4)))
+  assert out.shape == ref.shape == (1, 3, 29, *sample_hw(variant, (4, 4)))
   np.testing.assert_allclose(out, ref, atol=FP32_TOL, rtol=0)
 
 
@@ -74,7 +74,7 @@ def test_k_is_a_runner_setting(tiny_wan_dirs, tiny_wan_torch):
   default is the platform's (``Wan.frames_per_step_defaults``)."""
   vae = torchax_vae.load(tiny_wan_dirs["2.1"])
   assert vae.frames_per_step == vae.adapter.frames_per_step_defaults["cpu"]
-  z = randn(1, 4, 6, 4, 4, seed=6)  # the K = 2 decode's programs above
+  z = randn(1, 4, 8, 4, 4, seed=8)  # the K = 2 decode's programs above
   vae.frames_per_step = 2
   np.testing.assert_allclose(np.asarray(vae.decode(z)), torch_decode(tiny_wan_torch["2.1"], z), atol=FP32_TOL, rtol=0)
   for bad in (0, -1, 2.5, True, "2"):
@@ -103,13 +103,17 @@ def test_fixed_plans_refuse_k(tiny_dir, tiny_wan_dirs, capsys):
 @pytest.mark.multidevice
 @pytest.mark.parametrize("path", PATHS)
 def test_sharded_k_steps_precompile_and_match(tiny_wan_dirs, tiny_wan_torch, path):
-  """dp=2,tp=4 with latent width 6 (uneven on tp=4) and a padded last step: precompiled from shapes,
-  the decode builds nothing more and matches diffusers."""
+  """dp=2,tp=4 with latent width 6 (uneven on tp=4) and a padded last step, decode and encode:
+  precompiled from shapes, the calls build nothing more and match diffusers."""
   vae = loaders()[path](tiny_wan_dirs["2.1"], mesh="dp=2,tp=4", frames_per_step=2, cache_dir=False)
-  shape = (2, 4, 6, 4, 6)
-  assert [r.name for r in vae.precompile(shape)] == ["first", "steady"]
+  shape = (2, 4, 6, 4, 6)  # decode: 1 + 2 + 2 + 1 (padded by 1); encode of its 21 frames: 1 + 8 + 8 + 4 (padded by 4)
+  assert [(r.kind, r.name) for r in vae.precompile(shape, encode=True)] == [
+    ("decode", "first"), ("decode", "steady"), ("encode", "first"), ("encode", "steady")
+  ]
   traces = dict(vae.trace_counts)
   z = randn(*shape, seed=7)
-  out = np.asarray(vae.decode(z))
+  video = np.asarray(vae.decode(z))
+  mean = np.asarray(vae.encode(video))
   assert dict(vae.trace_counts) == traces
-  np.testing.assert_allclose(out, torch_decode(tiny_wan_torch["2.1"], z), atol=FP32_TOL, rtol=0)
+  np.testing.assert_allclose(video, torch_decode(tiny_wan_torch["2.1"], z), atol=FP32_TOL, rtol=0)
+  np.testing.assert_allclose(mean, torch_encode_mean(tiny_wan_torch["2.1"], video), atol=FP32_TOL, rtol=0)

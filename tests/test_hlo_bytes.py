@@ -47,3 +47,5 @@ ENTRY %main (p: s8[1024]) -> s8[512] {
 def test_text_without_a_program_is_refused():
   with pytest.raises(ValueError, match="no ENTRY computation"):
     hlo_bytes.entry_ops("not HLO")
+  with pytest.raises(ValueError, match="no instruction of the ENTRY computation could be read"):
+    hlo_bytes.entry_ops("HloModule m\n\nENTRY main {\n  p = f32[2] parameter(0)\n}\n")

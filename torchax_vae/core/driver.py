@@ -357,11 +357,8 @@ class Runner:
         if len(plan) > 1:
           start = time.perf_counter()
           cache = self.steady_cache_spec(records[-1].executable)
+          # (a plan pads only a shorter last step, so the second step's frames are the steady program's)
           steady_in = self._slice_time(walk_in, plan[1].start, plan[1].end, slicer=self._abstract_slice)
-          if plan[1].pad:  # as _pad_time pads it: more frames, the slice's placement
-            padded = list(steady_in.shape)
-            padded[self._time_axis()] += plan[1].pad
-            steady_in = jax.ShapeDtypeStruct(tuple(padded), steady_in.dtype, sharding=steady_in.sharding)
           records.append(
             self._obtain(kind, STEADY + suffix, (self.params, steady_in, cache, *condition), time.perf_counter() - start)
           )

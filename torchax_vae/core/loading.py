@@ -78,12 +78,9 @@ def load_runner(
   config alone (before any weights are read). ``runner_class``: :class:`Runner` or a path's
   subclass of it.
   """
-  cache = enable_compilation_cache(cache_dir)
   directory = source.directory
   config = source.config()
   adapter = models.adapter_for(config)
-  if frames_per_step is not None:  # before any weights are read
-    adapter.check_frames_per_step(frames_per_step)
   build = builders.get(adapter.class_name)
   if build is None:
     raise UnsupportedModelError(
@@ -91,6 +88,9 @@ def load_runner(
       f"{models.supported(list(builders))}"
       + (" (torchax_vae.load runs every supported VAE)" if name != "torchax" else "")
     )
+  if frames_per_step is not None:  # before any weights are read or caches set up
+    adapter.check_frames_per_step(frames_per_step)
+  cache = enable_compilation_cache(cache_dir)
   checkpoint = Checkpoint(config=config, weights=read_weights(weight_files(directory)), directory=directory)
   store_dir = executable_dir(cache)
   # The backend's per-platform choices (the 3D convolution form in its programs' key) are the target's.
