@@ -305,11 +305,13 @@ def test_only_the_attention_gathers_keys_and_values(tiny_wan_dirs, variant):
 
   sharded = native_flax.load(tiny_wan_dirs[variant], mesh="dp=2,tp=4", cache_dir=False)
   mid = sharded.model.decoder.mid_block.attentions[0].dim
-  for text in step_hlo(sharded, (2, 4, 2, 8, 10)):
+  # compare.collectives' programs: the first step (1 frame) and the steady one (the runner's K frames)
+  for text, frames in zip(step_hlo(sharded, (2, 4, 2, 8, 10)), (1, sharded.frames_per_step), strict=True):
     counts = count_collectives(text)
     assert counts["all-gather"] == 2 and counts["collective-permute"] > 0, counts
     gathered = re.findall(r"= f32\[(\d+),(\d+),(\d+),(\d+)\]\{[^}]*\} all-gather\(.*op_name=\"([^\"]*)\"", text)
-    assert sorted(g[:4] for g in gathered) == [("1", "8", "12", str(mid))] * 2, gathered  # width 10 padded to 12
+    # per dp shard and frame of the step: (H, W, C), width 10 padded to 12
+    assert sorted(g[:4] for g in gathered) == [(str(frames), "8", "12", str(mid))] * 2, gathered
     assert all("nyxc" in g[4] for g in gathered), gathered  # the attention's einsums over keys / values
 
 

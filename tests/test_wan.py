@@ -274,10 +274,11 @@ def test_only_the_attention_gathers(tiny_wan_dirs, variant):
   mid = sharded.module.decoder.mid_block.attentions[0].dim  # the attention's channels
   # Latent width 10 on tp=4: the cache between steps stays split too (the driver pads it to 12).
   texts = step_hlo(sharded, (2, 4, 2, 8, 10))  # compare.collectives' programs: first and steady step
-  for text in texts:
+  for text, frames in zip(texts, (1, sharded.frames_per_step), strict=True):
     counts = count_collectives(text)
     assert counts["all-gather"] == 1 and counts["collective-permute"] > 0, counts  # + the convs' halo exchange
     gathered = re.findall(r"= f32\[(\d+),(\d+),(\d+),(\d+)\]\{[^}]*\} all-gather\(", text)
-    # per dp shard: 1 sample x 3C (q, k, v) x the latent height x width (10, padded to 12 for tp=4),
-    # in whichever axis order the program holds it (core.transposes carries the channels last)
-    assert len(gathered) == 1 and sorted(map(int, gathered[0])) == sorted([1, 3 * mid, 8, 12]), gathered
+    # per dp shard: 1 sample x the step's frames (attention is per frame) x 3C (q, k, v) x the latent
+    # height x width (10, padded to 12 for tp=4), in whichever axis order the program holds it
+    # (core.transposes carries the channels last)
+    assert len(gathered) == 1 and sorted(map(int, gathered[0])) == sorted([frames, 3 * mid, 8, 12]), gathered
