@@ -36,8 +36,8 @@ def step_hlo(runner, latent_shape: tuple[int, ...]) -> list[str]:
   """Optimised HLO of the first-step and steady-step decode programs for ``latent_shape`` (B, C, T, H, W).
 
   T is ignored where the model streams: the steps take the frames the model's plan gives its first
-  and second step (CogVideoX: 2 and 2 latent frames; Wan: 1 and ``runner.frames_per_step``). A model with one step per call
-  (HunyuanVideo) gives every program a decode of ``latent_shape`` runs: its frame tiles' (a full tile
+  and second step (CogVideoX: 2 and 2 latent frames; Wan: 1 and ``runner.frames_per_step``). A model
+  with one step per call (HunyuanVideo) gives every program a decode of ``latent_shape`` runs: its frame tiles' (a full tile
   and a shorter last one) or, for a T within one tile, the whole call's.
   """
   import jax

@@ -256,7 +256,7 @@ def _load(args: argparse.Namespace, mesh=None):
     cache_dir=_cache_dir(args),
     revision=args.revision,
     **({"target": args.target} if getattr(args, "target", None) else {}),
-    **({"frames_per_step": args.frames_per_step} if getattr(args, "frames_per_step", None) is not None else {}),
+    frames_per_step=args.frames_per_step,  # add_model_arguments: every command that loads has it
   )
   if args.tiled:
     runner.enable_tiling()

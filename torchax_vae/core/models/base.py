@@ -221,11 +221,9 @@ class VideoVAE:
     plan) only for a model with :attr:`frames_per_step_defaults`."""
     if kind not in (DECODE, ENCODE):
       raise ValueError(f"kind: expected {DECODE!r} or {ENCODE!r}, got {kind!r}")
-    if frames_per_step is None:
-      return self.decode_plan(num_frames) if kind == DECODE else self.encode_plan(num_frames)
-    self.check_frames_per_step(frames_per_step)
     planner = self.decode_plan if kind == DECODE else self.encode_plan
-    return planner(num_frames, frames_per_step)
+    # frames_per_step was checked where it was set (the runner's check_frames_per_step), not per call
+    return planner(num_frames) if frames_per_step is None else planner(num_frames, frames_per_step)
 
   def check_frames_per_step(self, frames_per_step: Any) -> int:
     """``frames_per_step`` checked: a positive int, for a model whose steps may hold any number."""
